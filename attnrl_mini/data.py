@@ -1,0 +1,193 @@
+"""Problems, benchmark files and the prompt template (paper App. A, algorithm.md §j).
+
+A problem is `{id, problem, answer, source}` (+ an optional difficulty `level`). `answer` is the
+ground truth: a string, or a list of acceptable strings (75 Minerva items). Files:
+
+- JSONL or JSONL.gz, one problem per line (the format of `data/`; see data/README.md);
+- verl-style parquet (the official release's format), when pyarrow is installed: `prompt` = a list
+  with one user message, `reward_model.ground_truth`, `data_source`, `extra_info.index`.
+
+The prompt is the paper's: "{problem} Let's think step by step and output the final answer within
+\\boxed{}." as the user turn of the model's chat template, with the assistant turn opened
+(`add_generation_prompt=True`). Toy problems use the toy tokenizer's own template.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+# Benchmark name -> bundled file; the paper's K for Avg@K (Table 1: 32 for the small sets, 4 else).
+BENCHMARKS: dict[str, Path] = {
+    name: DATA_DIR / f"{name}.jsonl" for name in ("math500", "aime24", "aime25", "amc23", "minerva", "olympiad")
+}
+DEFAULT_K: dict[str, int] = {"math500": 4, "aime24": 32, "aime25": 32, "amc23": 32, "minerva": 4, "olympiad": 4}
+TRAIN_FILE = DATA_DIR / "dapo_math_train.jsonl.gz"
+
+INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
+
+
+@dataclass
+class Problem:
+    id: str
+    problem: str                    # the bare problem text (no instruction)
+    answer: str | list[str]         # ground truth; a list = several acceptable answers
+    source: str                     # benchmark / data set name ("toy" for the toy world)
+    level: int | None = None        # difficulty, when known (toy: number of operations)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def _problem_from_record(record, where: str, default_id: str, default_source: str) -> Problem | None:
+    """Validate one JSONL record; `where` ("file:line") goes into every error message.
+
+    None for a record whose answer is the empty string: it can never be graded correct, so it is
+    skipped (with a warning) rather than failing the whole file (2 rows of the training set).
+    """
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    problem = record.get("problem")
+    if not isinstance(problem, str) or not problem.strip():
+        raise ValueError(f"{where}: field 'problem' must be a non-empty string, got {problem!r:.80}")
+    answer = record.get("answer")
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = str(answer)  # a bare number is a fine ground truth
+    if answer == "" or answer == []:
+        return None
+    if isinstance(answer, list):
+        if not answer or not all(isinstance(a, str) and a.strip() for a in answer):
+            raise ValueError(f"{where}: field 'answer' is a list, so it must hold non-empty strings, got {answer!r:.80}")
+    elif not isinstance(answer, str) or not answer.strip():
+        raise ValueError(f"{where}: field 'answer' must be a non-empty string or a list of strings, got {answer!r:.80}")
+    level = record.get("level")
+    if level is not None and (not isinstance(level, int) or isinstance(level, bool)):
+        raise ValueError(f"{where}: field 'level' must be an integer, got {level!r}")
+    return Problem(id=str(record.get("id", default_id)), problem=problem, answer=answer,
+                   source=str(record.get("source", default_source)), level=level)
+
+
+def _strip_instruction(text: str) -> str:
+    """The user message of a verl file already holds the instruction: keep the bare problem."""
+    text = text.rstrip()
+    return text[: -len(INSTRUCTION)].rstrip() if text.endswith(INSTRUCTION) else text
+
+
+def problem_from_verl_row(row: dict, where: str, default_id: str) -> Problem | None:
+    """One row of a verl-style parquet file (prompt / reward_model / data_source / extra_info)."""
+    prompt = row.get("prompt")
+    if hasattr(prompt, "tolist"):  # numpy arrays, when read through pandas
+        prompt = prompt.tolist()
+    if not isinstance(prompt, list) or len(prompt) != 1 or not isinstance(prompt[0], dict) \
+            or not isinstance(prompt[0].get("content"), str):
+        raise ValueError(f"{where}: 'prompt' must be a list with one message {{'role', 'content'}}, got {prompt!r:.80}")
+    reward_model = row.get("reward_model")
+    if not isinstance(reward_model, dict) or "ground_truth" not in reward_model:
+        raise ValueError(f"{where}: 'reward_model.ground_truth' is missing")
+    answer = reward_model["ground_truth"]
+    if hasattr(answer, "tolist"):
+        answer = answer.tolist()
+    extra = row.get("extra_info") or {}
+    index = extra.get("index") if isinstance(extra, dict) else None
+    source = row.get("data_source") or "unknown"
+    record = dict(problem=_strip_instruction(prompt[0]["content"]), answer=answer, source=source,
+                  id=f"{source}-{index}" if index is not None else default_id)
+    return _problem_from_record(record, where, default_id, source)
+
+
+def load_problems(path: str | Path) -> list[Problem]:
+    """Problems of a .jsonl / .jsonl.gz file, or of a verl-style .parquet file (needs pyarrow).
+
+    A malformed row raises ValueError naming the file, the line (row) and what is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no problem file at {path}")
+    name = path.name
+    if name.endswith(".parquet"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as error:
+            raise ImportError(f"reading {path} needs pyarrow (pip install pyarrow), "
+                              "or convert it to JSONL") from error
+        rows = pq.read_table(path).to_pylist()
+        problems = [problem_from_verl_row(row, f"{path}: row {i}", default_id=f"{path.stem}-{i}")
+                    for i, row in enumerate(rows)]
+        return _drop_empty_answers(problems, path, "rows", list(range(len(rows))))
+    if name.endswith(".jsonl.gz"):
+        opener = lambda: gzip.open(path, "rt", encoding="utf-8")  # noqa: E731
+        stem = name[: -len(".jsonl.gz")]
+    elif name.endswith(".jsonl"):
+        opener = lambda: open(path, encoding="utf-8")  # noqa: E731
+        stem = name[: -len(".jsonl")]
+    else:
+        raise ValueError(f"{path}: unknown problem file type; use .jsonl, .jsonl.gz or .parquet")
+    problems, line_numbers = [], []
+    with opener() as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}: line {line_number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+            problems.append(_problem_from_record(record, where, default_id=f"{stem}-{line_number - 1}",
+                                                 default_source=stem))
+            line_numbers.append(line_number)
+    return _drop_empty_answers(problems, path, "lines", line_numbers)
+
+
+def _drop_empty_answers(problems: list[Problem | None], path: Path, unit: str, positions: list[int]) -> list[Problem]:
+    skipped = [pos for problem, pos in zip(problems, positions) if problem is None]
+    if skipped:
+        warnings.warn(f"{path}: skipped {len(skipped)} problem(s) whose answer is empty ({unit} "
+                      f"{', '.join(map(str, skipped[:10]))}{', ...' if len(skipped) > 10 else ''})", stacklevel=3)
+    kept = [problem for problem in problems if problem is not None]
+    if not kept:
+        raise ValueError(f"{path}: no problems in the file")
+    return kept
+
+
+def load_benchmark(name: str) -> list[Problem]:
+    """A bundled benchmark by name (see BENCHMARKS)."""
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; bundled: {', '.join(BENCHMARKS)}")
+    return load_problems(BENCHMARKS[name])
+
+
+# ----------------------------------------------------------------------------------------------
+# Prompts
+
+
+def math_prompt(problem_text: str) -> str:
+    """The paper's user message (App. A, Table 4)."""
+    return f"{problem_text} {INSTRUCTION}"
+
+
+_warned_no_chat_template = False
+
+
+def encode_prompt(tokenizer, problem: Problem) -> list[int]:
+    """Prompt token ids: the chat template with the assistant turn opened; toy problems: the toy template."""
+    if problem.source == "toy":
+        from attnrl_mini.toy import toy_prompt_ids  # lazy: the toy module imports this one
+        return list(toy_prompt_ids(tokenizer, problem))
+    text = math_prompt(problem.problem)
+    if getattr(tokenizer, "chat_template", None):
+        encoded = tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                                add_generation_prompt=True, tokenize=True)
+        # transformers 5 returns a BatchEncoding (a dict); older versions a plain list of ids.
+        ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+        return [int(t) for t in ids]
+    global _warned_no_chat_template
+    if not _warned_no_chat_template:
+        warnings.warn("the tokenizer has no chat template: prompts are the raw text "
+                      f"\"{{problem}} {INSTRUCTION}\" without any chat formatting", stacklevel=2)
+        _warned_no_chat_template = True
+    return [int(t) for t in tokenizer(text)["input_ids"]]

