@@ -71,17 +71,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_tokenizer(model_dir: str):
-    import json
-
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-    cfg_path = os.path.join(model_dir, "tokenizer_config.json")
-    tok_class = json.load(open(cfg_path)).get("tokenizer_class") if os.path.isfile(cfg_path) else None
-    if tok_class in ("TokenizersBackend", "PreTrainedTokenizerFast"):
-        # A plain tokenizer.json (the toy tokenizer): AutoTokenizer would pick Qwen2Tokenizer from the
-        # model type and rebuild a different pre-tokenizer, so load the file as it is.
-        tok = PreTrainedTokenizerFast.from_pretrained(model_dir, padding_side="left")
-    else:
-        tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     if tok.pad_token_id is None:  # Qwen base models define one; others may not
         tok.pad_token = tok.eos_token
     return tok

@@ -221,15 +221,6 @@ def test_eval_cli_refuses_math_benchmarks_for_the_toy_model(monkeypatch):
         eval_cli.main(["--model", "toy", "--benchmarks", "math500"])
 
 
-def _toy_model_available() -> bool:
-    try:
-        from attnrl_mini.toy import TOY_MODEL_DIR, test_problems  # noqa: F401
-    except ImportError:
-        return False
-    return os.path.isfile(os.path.join(TOY_MODEL_DIR, "config.json"))
-
-
-@pytest.mark.skipif(not _toy_model_available(), reason="the toy model (attnrl_mini.toy.TOY_MODEL_DIR) is not built yet")
 def test_eval_cli_on_the_toy_world(tmp_path, capsys):
     json_path = tmp_path / "toy.json"
     report = eval_cli.main(["--limit", "8", "--generator", "hf", "--device", "cpu", "--grader-workers", "1",

@@ -8,11 +8,12 @@ from attnrl_mini.config import make_config
 from attnrl_mini.fci import naive_fci
 from attnrl_mini.inspect import main
 from attnrl_mini.policy import load_model, load_tokenizer
-from attnrl_mini.toy import TOY_MODEL_DIR, gold_solution, test_problems, toy_prompt_ids
+from attnrl_mini.toy import TOY_MODEL_DIR, gold_solution, toy_prompt_ids
+from attnrl_mini.toy import test_problems as held_out_problems
 
 
 def test_inspect_writes_steps_fci_and_branch_points(tmp_path):
-    problem = test_problems(1)[0]
+    problem = held_out_problems(1)[0]
     response_text = gold_solution(problem)
     json_path, png_path = tmp_path / "out.json", tmp_path / "out.png"
     main(["--model", "toy", "--prompt", problem.problem, "--response", response_text,
@@ -53,7 +54,7 @@ def test_inspect_writes_steps_fci_and_branch_points(tmp_path):
 
 
 def test_inspect_samples_a_response_reproducibly(tmp_path):
-    problem = test_problems(2)[1]
+    problem = held_out_problems(2)[1]
     args = ["--model", "toy", "--prompt", problem.problem, "--seed", "7", "--max-new-tokens", "24"]
     first = main(args)
     second = main(args)

@@ -106,10 +106,31 @@ def test_train_and_test_are_disjoint():
 
 
 def test_gold_solutions_graded_correct_by_the_reward():
-    problems = toy.test_problems(200) + toy.train_problems(200, seed=0)
+    problems = toy.test_problems(500) + toy.train_problems(500, seed=0)
     assert all(is_correct(toy.gold_solution(p), p.answer) for p in problems)
     p = problems[0]
     assert not is_correct(toy.gold_solution(p).replace(f"{{{p.answer}}}", f"{{{int(p.answer) + 1}}}"), p.answer)
+
+
+def test_slipped_training_solutions():
+    from attnrl_mini.toy.pretrain import slipped_solution
+
+    rng = random.Random(0)
+    problems = toy.train_problems(300, seed=5)
+    assert all(slipped_solution(p, rng, 0.0) == toy.gold_solution(p) for p in problems[:20])
+    n_steps = n_slips = 0
+    for p in problems:
+        steps = slipped_solution(p, rng, 0.3).split("\n\n")
+        value = int(re.match(r"Start with (\d+)", p.problem).group(1))
+        for step in steps[:-1]:
+            left, right = step[len("(a) "):].split("=")
+            assert int(re.match(r"\d+", left).group()) == value          # carries on from the written value
+            error = int(right) - _eval_expression(ast.parse(left, mode="eval"))
+            assert error in (-2, -1, 0, 1, 2)
+            n_steps, n_slips, value = n_steps + 1, n_slips + (error != 0), int(right)
+            assert 0 <= value <= toy_problems.MAX_VALUE
+        assert steps[-1] == f"\\boxed{{{value}}}"
+    assert 0.25 < n_slips / n_steps < 0.35
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Pre-train the toy model by supervised fine-tuning on gold solutions (reproduces toy/model/).
 
-    python -m attnrl_mini.toy.pretrain                 # rebuild attnrl_mini/toy/model/ (~3-4 min on a CPU core)
+    python -m attnrl_mini.toy.pretrain                 # rebuild attnrl_mini/toy/model/ (4-9 min, 1 CPU thread)
     python -m attnrl_mini.toy.pretrain --out /tmp/toy  # somewhere else
 
 A small Qwen2ForCausalLM (the architecture class of Qwen2.5-Math) is trained from scratch with the
