@@ -57,7 +57,7 @@ class RunLog:
         axes[0].set_xlabel("step"); axes[0].set_ylabel("accuracy"); axes[0].legend(); axes[0].grid(alpha=0.3)
         axes[1].set_xlabel("generated tokens"); axes[1].set_ylabel("held-out accuracy"); axes[1].grid(alpha=0.3)
         axes[2].plot(steps, [r["valid_ratio"] for r in rows], label="valid-sample ratio")
-        axes[2].plot(steps, [r.get("clip_fraction", 0.0) for r in rows], label="clip fraction")
+        axes[2].plot(steps, [r.get("clip_frac", 0.0) for r in rows], label="PPO clip fraction")
         axes[2].set_xlabel("step"); axes[2].legend(); axes[2].grid(alpha=0.3)
         fig.tight_layout()
         path = os.path.join(self.out_dir, "curves.png")

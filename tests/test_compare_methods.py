@@ -1,0 +1,44 @@
+"""bench/compare_methods.py in its smoke mode: two real (tiny) training runs, the table and plots."""
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+import compare_methods  # noqa: E402
+
+
+def test_tokens_to_reach_reads_the_curve():
+    curve = [(0, 0.40), (1000, 0.50), (2000, 0.65)]
+    assert compare_methods.tokens_to_reach(curve, 0.5) == 1000
+    assert compare_methods.tokens_to_reach(curve, 0.6) == 2000
+    assert compare_methods.tokens_to_reach(curve, 0.7) is None
+
+
+def test_every_ladder_method_is_a_valid_train_py_command_line():
+    sys.path.insert(0, ROOT)
+    import train
+    for name, flags in compare_methods.METHODS.items():
+        cfg, _ = train.parse_args(["--preset", "toy", *flags])
+        assert cfg.algo in ("grpo", "treerl", "attnrl"), name
+    cfg, _ = train.parse_args(["--preset", "toy", *compare_methods.METHODS["atb_ads_no_expansion"]])
+    assert (cfg.branch_selector, cfg.branch_count_rule, cfg.attention_filter, cfg.one_step_stale) == \
+        ("fci", "uniform", True, False)
+    cfg, _ = train.parse_args(["--preset", "toy", *compare_methods.METHODS["treerl_stale"]])
+    assert (cfg.branch_selector, cfg.one_step_stale) == ("entropy", True)
+
+
+def test_smoke_run_writes_the_table_and_plots(tmp_path, capsys):
+    compare_methods.main(["--smoke", "--out", str(tmp_path)])
+    table = (tmp_path / "table.md").read_text()
+    assert "| grpo |" in table and "| attnrl |" in table
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for method in ("grpo", "attnrl"):
+        (run,) = summary[method]
+        assert run["steps"] >= 1 and run["generated_tokens"] > 0
+        assert 0.0 <= run["final_eval"] <= 1.0
+    assert summary["attnrl"][0]["branch_at_step_start"] is not None   # AttnRL branches at step starts
+    assert summary["grpo"][0]["branch_at_step_start"] is None          # GRPO never branches
+    assert (tmp_path / "accuracy_vs_tokens.png").stat().st_size > 0
+    assert (tmp_path / "accuracy_vs_seconds.png").stat().st_size > 0
