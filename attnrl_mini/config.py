@@ -7,7 +7,7 @@ Each field is also a `train.py` flag (`--field-name value`).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -151,9 +151,3 @@ def algo_overrides(algo: str) -> dict:
         return dict(branch_selector="none", dynamic_batch=False, zero_adv_filter=False, one_step_stale=False)
     raise ValueError(f"unknown algo {algo!r}; choose attnrl, treerl or grpo")
 
-
-def config_fields() -> list[dataclasses.Field]:
-    return list(dataclasses.fields(Config))
-
-
-__all__ = ["Config", "PRESETS", "MODEL_ALIASES", "make_config", "algo_overrides", "config_fields", "field"]

@@ -48,7 +48,6 @@ class RunLog:
             return ""
         fig, axes = plt.subplots(1, 3, figsize=(15, 4))
         steps = [r["step"] for r in rows]
-        tokens = [r["cumulative_generated_tokens"] for r in rows]
         ev = [(r["step"], r["cumulative_generated_tokens"], r["eval_accuracy"]) for r in rows if "eval_accuracy" in r]
         axes[0].plot(steps, [r["train_accuracy"] for r in rows], label="train accuracy (initial samples)", alpha=0.6)
         if ev:

@@ -108,13 +108,12 @@ class ProblemStream:
 # --------------------------------------------------------------------------------------------
 class Trainer:
     def __init__(self, cfg: Config, model, tokenizer, generator, grader, train_problems: list[Problem],
-                 encode_prompt, eval_fn=None, log=print):
-        """`encode_prompt(problem) -> prompt ids`; `eval_fn(step) -> dict | None` runs held-out eval."""
+                 encode_prompt, log=print):
+        """`encode_prompt(problem) -> prompt ids` (the toy template or the paper's, through the chat template)."""
         self.cfg, self.model, self.tok, self.generator, self.grader = cfg, model, tokenizer, generator, grader
-        self.encode_prompt, self.eval_fn, self.log = encode_prompt, eval_fn, log
+        self.encode_prompt, self.log = encode_prompt, log
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id
-        self.eos_id = tokenizer.eos_token_id
         self.stream = ProblemStream(train_problems, cfg.seed)
         self.rng = random.Random(cfg.seed)
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -551,6 +550,7 @@ def train(cfg: Config, resume: bool = False) -> list[dict]:
     ckpt = checkpoint.latest_checkpoint(cfg.out) if resume else None
     if resume and ckpt is None:
         log(f"[attnrl] --resume: no checkpoint in {cfg.out}/checkpoints, starting from scratch")
+        runlog.truncate_after(-1)  # records of a run killed before its first checkpoint are redone
     if not resume and runlog.read_metrics():
         raise FileExistsError(f"{cfg.out} already holds a run; pass --resume to continue it or --out for a new one")
     with open(os.path.join(cfg.out, "config.json"), "w") as f:
