@@ -100,7 +100,7 @@ PRESETS: dict[str, dict] = {
         threads=1,  # tiny matrices: a second OpenMP thread gains little and collapses when a core is busy
         max_prompt_tokens=128, max_response_tokens=96,
         min_branch_gap=4, min_branch_start=0,
-        prompts_per_step=16, target_sequences=16 * 6 * 5 // 2, max_prompts_per_step=48,
+        prompts_per_step=16, target_sequences=16 * 6 * 5, max_prompts_per_step=48,  # B' = prompts·6·5 as the release
         mini_batch_sequences=64, micro_batch_tokens=8192,
         lr=2e-4, kl_coef=0.0, lora_rank=16, lora_alpha=32,
         eval_every=10, eval_problems=500, save_every=10,

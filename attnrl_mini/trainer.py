@@ -437,6 +437,8 @@ class Trainer:
             "sequences_trained": len(seqs),
             "trained_tokens": sum(len(s.response_ids) for s in seqs),
             "valid_ratio": valid / n_built if n_built else 0.0,
+            "trained_valid_ratio": valid / len(seqs) if seqs else 0.0,   # 1.0 whenever the zero-adv filter is on
+            "prompt_valid_ratio": _prompt_valid_ratio(batch),
             "generated_tokens": generated,
             "cumulative_generated_tokens": self.cumulative_tokens,
             "nonfinite_skipped": self.nonfinite_skipped,
@@ -496,16 +498,35 @@ def _micro_batches(seqs, max_tokens: int):
 
 
 def _branch_stats(batch: Batch) -> dict:
-    """Where branch points fall: fraction at step starts, mean relative position (issue #7)."""
-    n = at_start = 0
+    """Where branch points fall and what forking there bought (issue #7).
+
+    at_step_start / mean_relative_position: where in the response the fork is.
+    mixed_outcome: fraction of branch points whose continuations and the original response do not all
+    share one reward, i.e. forking there produced contrasting outcomes, which is what gives the tree
+    a non-zero advantage (the per-branch analogue of the paper's Fig. 6 solve-all / solve-none ratios).
+    """
+    n = at_start = mixed = 0
     rel = 0.0
     for b in batch.branches:
         g = batch.groups[b.prompt_idx]
+        r = g.rollouts[b.response_idx]
         starts = {s for s, _ in g.steps[b.response_idx]}
         n += 1
         at_start += b.offset in starts
-        rel += b.offset / max(1, len(g.rollouts[b.response_idx].response_ids))
-    return {"n": n, "at_step_start": at_start / n if n else None, "mean_relative_position": rel / n if n else None}
+        rel += b.offset / max(1, len(r.response_ids))
+        mixed += len({r.reward} | {c.reward for c in r.continuations[b.point_idx]}) > 1
+    if not n:
+        return {"n": 0, "at_step_start": None, "mean_relative_position": None, "mixed_outcome": None}
+    return {"n": n, "at_step_start": at_start / n, "mean_relative_position": rel / n, "mixed_outcome": mixed / n}
+
+
+def _prompt_valid_ratio(batch: Batch) -> float:
+    """Fraction of the sampled prompts whose leaves (initial responses + continuations) are not all
+    correct or all wrong: the paper's prompt valid ratio (Fig. 6), before any filter drops a prompt."""
+    def mixed(g: PromptGroup) -> bool:
+        leaves = {r.reward for r in g.rollouts} | {c.reward for r in g.rollouts for cs in r.continuations for c in cs}
+        return len(leaves) > 1
+    return sum(mixed(g) for g in batch.groups) / len(batch.groups)
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ METHODS: dict[str, list[str]] = {
 def run_one(method: str, seed: int, args, out_dir: str) -> dict:
     run_dir = os.path.join(out_dir, "runs", f"{method}_s{seed}")
     metrics = os.path.join(run_dir, "metrics.jsonl")
-    if os.path.exists(metrics) and any('"final_budget"' in line for line in open(metrics)):
+    if os.path.exists(metrics) and any(json.loads(line).get("final_budget") == args.budget for line in open(metrics)):
         return {"method": method, "seed": seed, "dir": run_dir, "reused": True}
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "toy", *METHODS[method],
            "--seed", str(seed), "--out", run_dir, "--steps", str(args.max_steps),
@@ -81,10 +81,12 @@ def load_run(run_dir: str) -> dict:
         "first_eval": evals[0][1], "final_eval": evals[-1][1], "curve_tokens": evals, "curve_seconds": curve_s,
         "generated_tokens": steps[-1]["cumulative_generated_tokens"],
         "trained_tokens": sum(r.get("trained_tokens", 0) for r in trained),
-        "valid_ratio": statistics.mean(r["valid_ratio"] for r in trained) if trained else 0.0,
+        "prompt_valid_ratio": statistics.mean(r["prompt_valid_ratio"] for r in trained) if trained else 0.0,
+        "trained_valid_ratio": statistics.mean(r["trained_valid_ratio"] for r in trained) if trained else 0.0,
         "steps": len(trained), "train_seconds": sum(phase.values()), "phase_seconds": phase,
         "branch_at_step_start": statistics.mean(b["at_step_start"] for b in bs) if bs else None,
         "branch_mean_rel_pos": statistics.mean(b["mean_relative_position"] for b in bs) if bs else None,
+        "branch_mixed_outcome": statistics.mean(b["mixed_outcome"] for b in bs) if bs else None,
     }
 
 
@@ -107,16 +109,18 @@ def _ms(values: list[float], fmt: str = "{:.1f}") -> str:
 def report(results: dict[str, list[dict]], out_dir: str, budget: int) -> str:
     lines = [f"Toy world, equal generated-token budget {budget:,} per run; mean ± std over seeds "
              f"({', '.join(str(len(v)) for v in results.values())} seeds).", "",
-             "| method | held-out acc. start → at budget (%) | gain (pts) | steps | trained tokens | valid ratio | "
-             "train wall-clock (s) | branch at step start | branch rel. pos. |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| method | held-out acc. start → at budget (%) | gain (pts) | steps | trained tokens | "
+             "prompt valid ratio (sampled) | valid ratio (trained seqs) | train wall-clock (s) | "
+             "branch at step start | branch rel. pos. | branch mixed outcome |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m, runs in results.items():
         lines.append(
             f"| {m} | {_ms([100 * r['first_eval'] for r in runs])} → {_ms([100 * r['final_eval'] for r in runs])} | "
             f"{_ms([100 * (r['final_eval'] - r['first_eval']) for r in runs])} | {_ms([r['steps'] for r in runs], '{:.0f}')} | "
-            f"{_ms([r['trained_tokens'] for r in runs], '{:.0f}')} | {_ms([r['valid_ratio'] for r in runs], '{:.2f}')} | "
-            f"{_ms([r['train_seconds'] for r in runs], '{:.0f}')} | {_ms([r['branch_at_step_start'] for r in runs], '{:.2f}')} | "
-            f"{_ms([r['branch_mean_rel_pos'] for r in runs], '{:.2f}')} |")
+            f"{_ms([r['trained_tokens'] for r in runs], '{:.0f}')} | {_ms([r['prompt_valid_ratio'] for r in runs], '{:.2f}')} | "
+            f"{_ms([r['trained_valid_ratio'] for r in runs], '{:.2f}')} | {_ms([r['train_seconds'] for r in runs], '{:.0f}')} | "
+            f"{_ms([r['branch_at_step_start'] for r in runs], '{:.2f}')} | {_ms([r['branch_mean_rel_pos'] for r in runs], '{:.2f}')} | "
+            f"{_ms([r['branch_mixed_outcome'] for r in runs], '{:.2f}')} |")
     if "treerl" in results and "attnrl" in results:
         target = statistics.mean(r["final_eval"] for r in results["treerl"])
         reach = [tokens_to_reach(r["curve_tokens"], target) for r in results["attnrl"]]

@@ -40,5 +40,7 @@ def test_smoke_run_writes_the_table_and_plots(tmp_path, capsys):
         assert 0.0 <= run["final_eval"] <= 1.0
     assert summary["attnrl"][0]["branch_at_step_start"] is not None   # AttnRL branches at step starts
     assert summary["grpo"][0]["branch_at_step_start"] is None          # GRPO never branches
+    assert 0.0 <= summary["attnrl"][0]["branch_mixed_outcome"] <= 1.0
+    assert summary["attnrl"][0]["trained_valid_ratio"] == 1.0         # the zero-advantage filter is on
     assert (tmp_path / "accuracy_vs_tokens.png").stat().st_size > 0
     assert (tmp_path / "accuracy_vs_seconds.png").stat().st_size > 0

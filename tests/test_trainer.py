@@ -210,3 +210,27 @@ def test_unknown_hub_model_without_network_fails_fast_with_advice():
     assert proc.returncode != 0
     assert "Qwen/Qwen2.5-Math-1.5B" in proc.stderr and "local directory" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_branch_and_prompt_valid_statistics_on_a_hand_built_batch():
+    """Two prompts. Prompt 0: response 0 (reward 1, 10 tokens, steps at 0/4) forks at offset 4 (a step
+    start) into rewards {0, 1} -> mixed; response 1 (reward 0) forks at offset 2 into {0, 0} -> not mixed.
+    Prompt 1: both responses correct, no branches -> all leaves 1, not a valid prompt.
+    Expected: 2 branch points, at_step_start 1/2, relative positions (4/10 + 2/10)/2 = 0.3, mixed 1/2;
+    prompt valid ratio 1/2."""
+    from attnrl_mini.data import Problem
+    from attnrl_mini.tree import Continuation, Rollout
+
+    def cont(reward):
+        return Continuation(token_ids=[1], logprobs=[0.0], reward=reward)
+
+    r0 = Rollout(list(range(10)), [0.0] * 10, 1.0, branch_points=[4], continuations=[[cont(0.0), cont(1.0)]])
+    r1 = Rollout(list(range(10)), [0.0] * 10, 0.0, branch_points=[2], continuations=[[cont(0.0), cont(0.0)]])
+    p = Problem(id="p", problem="x", answer="1", source="hand")
+    g0 = trainer_mod.PromptGroup(p, [1], [r0, r1], steps=[[(0, 4), (4, 10)], [(0, 4), (4, 10)]])
+    g1 = trainer_mod.PromptGroup(p, [1], [Rollout([1], [0.0], 1.0), Rollout([1], [0.0], 1.0)])
+    batch = trainer_mod.Batch(1, [g0, g1], [trainer_mod.BranchRequest(0, 0, 0, 4), trainer_mod.BranchRequest(0, 1, 0, 2)])
+    stats = trainer_mod._branch_stats(batch)
+    assert stats == {"n": 2, "at_step_start": 0.5, "mean_relative_position": pytest.approx(0.3), "mixed_outcome": 0.5}
+    assert trainer_mod._prompt_valid_ratio(batch) == 0.5
+    assert trainer_mod._branch_stats(trainer_mod.Batch(1, [g1]))["mixed_outcome"] is None
