@@ -35,6 +35,8 @@ METHODS: dict[str, list[str]] = {
     "atb_ads_no_filter": ["--algo", "treerl", "--branch-selector", "fci", *ADS, "--attention-filter", "false"],
     "atb_ads_no_expansion": ["--algo", "treerl", "--branch-selector", "fci", *ADS, "--branch-count-rule", "uniform"],
     "attnrl": ["--algo", "attnrl"],
+    # not a row of the paper: AttnRL without the stale pipeline, to separate ADS's effect from staleness
+    "attnrl_on_policy": ["--algo", "attnrl", "--one-step-stale", "false"],
 }
 
 
@@ -142,17 +144,23 @@ def report(results: dict[str, list[dict]], out_dir: str, budget: int) -> str:
 
 
 def plot(results: dict[str, list[dict]], out_dir: str) -> None:
+    """Thin lines: each seed's evaluations. Thick line: the mean over seeds, each seed's curve
+    linearly interpolated onto a common x grid (up to where the shortest seed ends)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
     for key, xlabel, name in (("curve_tokens", "generated tokens", "accuracy_vs_tokens.png"),
                               ("curve_seconds", "wall-clock seconds (train + eval)", "accuracy_vs_seconds.png")):
         fig, ax = plt.subplots(figsize=(8, 5))
-        for m, runs in results.items():
-            for i, r in enumerate(runs):
+        for i, (m, runs) in enumerate(results.items()):
+            color = f"C{i}"
+            for r in runs:
                 xs, ys = zip(*r[key])
-                ax.plot(xs, [100 * y for y in ys], "-o", ms=3, alpha=0.7, color=f"C{list(results).index(m)}",
-                        label=m if i == 0 else None)
+                ax.plot(xs, [100 * y for y in ys], "-", lw=0.6, alpha=0.3, color=color)
+            grid = np.linspace(0, min(r[key][-1][0] for r in runs), 50)
+            mean = np.mean([np.interp(grid, *zip(*r[key])) for r in runs], axis=0)
+            ax.plot(grid, 100 * mean, "-", lw=2.2, color=color, label=f"{m} (mean of {len(runs)})")
         ax.set_xlabel(xlabel); ax.set_ylabel("held-out accuracy (%)"); ax.grid(alpha=0.3); ax.legend(fontsize=8)
         fig.tight_layout(); fig.savefig(os.path.join(out_dir, name), dpi=100); plt.close(fig)
 
