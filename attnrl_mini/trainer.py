@@ -64,6 +64,10 @@ class PromptGroup:
     def accuracy(self) -> float:
         return sum(r.reward for r in self.rollouts) / len(self.rollouts)
 
+    @property
+    def continuation_rewards(self) -> list[float]:
+        return [c.reward for r in self.rollouts for cs in r.continuations for c in cs]
+
 
 @dataclass
 class Batch:
@@ -425,12 +429,12 @@ class Trainer:
         secs["publish"] = time.time() - t0
 
         accs = [g.accuracy for g in batch.groups]
-        leaf_rewards = [c.reward for g in batch.groups for r in g.rollouts for cs in r.continuations for c in cs]
+        cont_rewards = [x for g in batch.groups for x in g.continuation_rewards]
         metrics.update({
             "step": m,
             "train_accuracy": sum(accs) / len(accs),
             "reward": sum(accs) / len(accs),
-            "continuation_accuracy": (sum(leaf_rewards) / len(leaf_rewards)) if leaf_rewards else None,
+            "continuation_accuracy": (sum(cont_rewards) / len(cont_rewards)) if cont_rewards else None,
             "prompts": len(batch.groups),
             "next_prompt_batch": self.prompt_batch_size,
             "sequences_built": n_built,
@@ -523,10 +527,8 @@ def _branch_stats(batch: Batch) -> dict:
 def _prompt_valid_ratio(batch: Batch) -> float:
     """Fraction of the sampled prompts whose leaves (initial responses + continuations) are not all
     correct or all wrong: the paper's prompt valid ratio (Fig. 6), before any filter drops a prompt."""
-    def mixed(g: PromptGroup) -> bool:
-        leaves = {r.reward for r in g.rollouts} | {c.reward for r in g.rollouts for cs in r.continuations for c in cs}
-        return len(leaves) > 1
-    return sum(mixed(g) for g in batch.groups) / len(batch.groups)
+    mixed = [len({r.reward for r in g.rollouts} | set(g.continuation_rewards)) > 1 for g in batch.groups]
+    return sum(mixed) / len(mixed)
 
 
 # --------------------------------------------------------------------------------------------
