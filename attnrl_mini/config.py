@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
+
+
+def opt(default: Any, help: str, choices: tuple = ()) -> Any:
+    """A Config field with its one-line description (shown by `train.py --help`) and, where the
+    values are a fixed set, the allowed choices (refused by the parser and by validation)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": tuple(choices)})
 
 
 @dataclass
