@@ -1,4 +1,4 @@
-"""Where to branch a response: the branch-point selectors (paper Eq. 7; algorithm.md §c.1, §h).
+"""Where to branch a response: the branch-point selectors (paper Eq. 7; docs/algorithm.md §c.1, §h).
 
 A branch point is a token offset p inside the response: a continuation is sampled from the prefix
 prompt + response[:p], so the token at p (the start of the chosen step) is regenerated.

@@ -1,7 +1,7 @@
 """Forward Context Influence (FCI): which reasoning steps do later steps attend to? (paper §3.1.1)
 
 For every layer l and head h, token attention A^{l,h} (a T×T row-stochastic matrix over the whole
-prompt + response) is averaged into a step-level matrix (algorithm.md §b.2):
+prompt + response) is averaged into a step-level matrix (docs/algorithm.md §b.2):
 
     Eq. 4   α^{l,h}[a, b] = (1/|r_a|)(1/|r_b|) Σ_{t∈r_a} Σ_{s∈r_b} A^{l,h}[t, s]     i.e.  Sᴬ = W A Wᵀ
 

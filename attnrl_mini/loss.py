@@ -1,4 +1,4 @@
-"""The policy loss (algorithm.md §g): PPO clip-higher with dual clip, k3 KL, true token-mean.
+"""The policy loss (docs/algorithm.md §g): PPO clip-higher with dual clip, k3 KL, true token-mean.
 
 Per response token t (all tensors [B, T], padded positions have mask 0):
     ρ_t    = exp(clamp(log π_θ − log π_old, −20, 20))                       importance ratio
