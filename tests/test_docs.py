@@ -14,6 +14,8 @@ This file itself is left out of the scan: it holds bad references on purpose, to
 """
 from __future__ import annotations
 
+import functools
+import os
 import re
 from pathlib import Path
 
@@ -21,7 +23,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT_SUFFIXES = {".py", ".md", ".txt", ".sh", ".toml", ".cfg", ".yml", ".yaml", ""}
-SKIP_DIRS = {".git", ".pytest_cache", ".benchmarks", "__pycache__"}
 RUN_OUTPUTS = {"runs", "results"}          # top-level folders that runs and benches write, not the repository
 TOP_LEVEL = ("attnrl_mini", "bench", "docs", "scripts", "tests", "data", ".ci")
 # The official release's own data files, described (not shipped) in docs/algorithm.md §j.
@@ -36,21 +37,31 @@ SECTION_RE = re.compile(r"§((?:0|[a-j])(?:\.\d+)*(?:[–-](?:\d+|[a-j]))?)(?![\
 NODE_RE = re.compile(r"(tests/test_\w+\.py)::(test_\w+)")
 
 
-def in_repository(path: Path) -> bool:
-    rel = path.relative_to(ROOT).parts
-    return rel[0] not in RUN_OUTPUTS and not SKIP_DIRS & set(rel)
+def skipped_dir(name: str, top: bool) -> bool:
+    """Hidden folders (.git, a .venv, caches) except .ci, __pycache__, and top-level run outputs."""
+    return (name.startswith(".") and name != ".ci") or name == "__pycache__" or (top and name in RUN_OUTPUTS)
 
 
-def text_files() -> list[Path]:
+@functools.cache
+def text_files() -> tuple[Path, ...]:
     """The repository's text files, less this one."""
     files = []
-    for path in ROOT.rglob("*"):
-        rel = path.relative_to(ROOT)
-        if not in_repository(path) or not path.is_file() or path == Path(__file__).resolve():
-            continue
-        if path.suffix in TEXT_SUFFIXES and (path.suffix or rel.parts[0] == ".ci"):
-            files.append(path)
-    return sorted(files)
+    for folder, dirs, names in os.walk(ROOT):
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if not skipped_dir(d, here == ROOT)]
+        for name in names:
+            path = here / name
+            if path.suffix in TEXT_SUFFIXES and (path.suffix or here.name == ".ci") \
+                    and path != Path(__file__).resolve():
+                files.append(path)
+    return tuple(sorted(files))
+
+
+@functools.cache
+def written_names() -> frozenset[str]:
+    """*.md names that the code writes: a whole string literal such as "table.md" in a .py file."""
+    return frozenset(m.group(2) for p in text_files() if p.suffix == ".py"
+                     for m in re.finditer(r"""(["'])([\w.+-]+\.md)\1""", p.read_text()))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -59,8 +70,6 @@ def text_files() -> list[Path]:
 
 def bad_paths(text: str, where: Path) -> list[str]:
     out = []
-    written = {m.group(2) for p in text_files() if p.suffix == ".py"
-               for m in re.finditer(r"""(["'])([\w.+-]+\.md)\1""", p.read_text())}
     for lineno, line in enumerate(text.splitlines(), 1):
         line = WRITTEN_RE.sub("", line)
         for bad in OUTSIDE:
@@ -74,7 +83,7 @@ def bad_paths(text: str, where: Path) -> list[str]:
                 out.append(f"{where}:{lineno}: {path} is not in the repository")
         for m in MD_RE.finditer(line):
             name = m.group(1)
-            if name in written:
+            if name in written_names():
                 continue
             if not ((ROOT / name).exists() or (where.parent / name).exists()):
                 out.append(f"{where}:{lineno}: {name} is not in the repository")
