@@ -1,4 +1,4 @@
-"""Look at one response the way AttnRL does: its steps, their FCI, and where it would branch.
+r"""Look at one response the way AttnRL does: its steps, their FCI, and where it would branch.
 
     python -m attnrl_mini.inspect --model toy --prompt $'Start with 7.\n(a) Add 5.\n(b) Multiply by 2.\n(c) Subtract 9.\nWhat is the result?'
     python -m attnrl_mini.inspect --model toy --prompt "..." --response "..." --json out.json --png out.png

@@ -33,7 +33,7 @@ PROMPTS = [[5, 9, 2], [7], [3, 0, 8, 8, 1, 4]]
 RESPONSES = [[11, 12, 13, 14, 15], [0, 21], [30, 31, 32]]
 
 
-def test_single_row_by_hand():
+def test_one_token_response_is_the_softmax_at_the_prompt_token():
     # A one-token response to a one-token prompt is log_softmax(logits at the prompt token)[response token].
     model = tiny_qwen2()
     with torch.no_grad():
