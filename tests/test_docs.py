@@ -100,6 +100,9 @@ def algorithm_sections(text: str) -> dict[str, set[int]]:
             current = m.group(1)
             sections[current] = set()
             continue
+        if line.startswith("#"):                     # an unlettered heading ("Open questions") ends the section
+            current = None
+            continue
         item = re.match(r"(\d+)\. ", line)
         if item and current is not None:
             sections[current].add(int(item.group(1)))
@@ -169,7 +172,8 @@ def test_a_reference_inside_the_repository_passes(text):
 
 
 def test_section_lookup_by_hand():
-    sections = algorithm_sections("## a. Steps\n1. one\n2. two\n## c. ATB\n### c.1 Candidates\n1. x\n4. y\n")
+    sections = algorithm_sections("## a. Steps\n1. one\n2. two\n## c. ATB\n### c.1 Candidates\n1. x\n4. y\n"
+                                  "## Open questions\n7. z\n")
     assert sections == {"a": {1, 2}, "c": set(), "c.1": {1, 4}}
     for ok in ("a", "a.2", "c.1", "c.1.4"):
         assert section_exists(ok, sections), ok
