@@ -5,7 +5,7 @@
     python eval.py --model Qwen2.5-Math-1.5B --adapter runs/qwen1.5b --json results/qwen.json
     python eval.py --model DIR --benchmarks aime24,amc23 --k 8 --limit 10 --generator hf
 
-Defaults follow the paper (algorithm.md §g, §i): temperature 0.6 and top-p 1; K = 32 samples per
+Defaults follow the paper (docs/algorithm.md §g, §i): temperature 0.6 and top-p 1; K = 32 samples per
 problem on AIME24/AIME25/AMC23 and K = 4 on MATH-500/Minerva/OlympiadBench; the headline is the
 mean of the benchmarks' Avg@K. The paper's responses may be 32,768 tokens long; here the default is
 that, capped by the model's context window minus 1,024 prompt tokens (3,072 for Qwen2.5-Math).

@@ -1,4 +1,4 @@
-"""Adaptive sampling (ADS, paper §3.2; algorithm.md §e): Eq. 8–10 and the zero-advantage filter.
+"""Adaptive sampling (ADS, paper §3.2; docs/algorithm.md §e): Eq. 8–10 and the zero-advantage filter.
 
 Per prompt, from the accuracy a of its G initial responses:
   - how many responses get branched:     M(a) = ceil(G·e^(−a))  (release; the paper writes Round)

@@ -1,4 +1,4 @@
-"""Where to branch a response: the branch-point selectors (paper Eq. 7; algorithm.md §c.1, §h).
+"""Where to branch a response: the branch-point selectors (paper Eq. 7; docs/algorithm.md §c.1, §h).
 
 A branch point is a token offset p inside the response: a continuation is sampled from the prefix
 prompt + response[:p], so the token at p (the start of the chosen step) is regenerated.
@@ -34,7 +34,11 @@ def _fallback_steps(n_steps: int, chosen: list[int], starts: list[int], n: int) 
 
 
 def fci_candidate_steps(fci: torch.Tensor, quantile: float = 0.8) -> list[int]:
-    """Eq. 7: C = {k | y_k >= tau}, tau = Quantile(y, 0.8) over all S steps, step 0 removed.
+    """Eq. 7: C = {k | y_k >= tau}, tau = the (1 − ρ)-quantile of y over all S steps, step 0 removed.
+
+    The paper writes C = {k | y_k >= Quantile(y, ρ)} with ρ = 0.2 and means "the top 20%" of steps;
+    read literally a 0.2-quantile would keep the top 80%. The release computes torch.quantile(y, 0.8),
+    i.e. ρ is the fraction kept and `quantile` (config `fci_quantile`) is the code's 1 − ρ = 0.8.
 
     - The quantile uses linear interpolation (torch.quantile) and includes the steps whose FCI was
       forced to 0 (the first step, the post-</think> steps): that lowers tau, as in the release.

@@ -1,6 +1,6 @@
 """Every hyperparameter in one dataclass, with the paper's / official release's defaults.
 
-The defaults are those of the official AttnRL release (algorithm.md §e–g). Presets override a
+The defaults are those of the official AttnRL release (docs/algorithm.md §e–g). Presets override a
 few fields for a scale: `toy` (the built-in CPU world) and `qwen2.5-math-1.5b-24gb` (one 24 GB GPU).
 Each field is also a `train.py` flag (`--field-name value`).
 """
@@ -148,7 +148,7 @@ def make_config(preset: str | None = None, **overrides) -> Config:
 
 
 def algo_overrides(algo: str) -> dict:
-    """The switches that turn the one loop into each method of algorithm.md §h."""
+    """The switches that turn the one loop into each method of docs/algorithm.md §h."""
     if algo == "attnrl":
         return dict(branch_selector="fci")
     if algo == "treerl":  # entropy forks, every response branched, no filters, fixed batch

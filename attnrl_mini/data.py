@@ -1,4 +1,4 @@
-"""Problems, benchmark files and the prompt template (paper App. A, algorithm.md §j).
+"""Problems, benchmark files and the prompt template (paper App. A, docs/algorithm.md §j).
 
 A problem is `{id, problem, answer, source}` (+ an optional difficulty `level`). `answer` is the
 ground truth: a string, or a list of acceptable strings (75 Minerva items). Files:

@@ -1,16 +1,24 @@
 """Forward Context Influence (FCI): which reasoning steps do later steps attend to? (paper §3.1.1)
 
 For every layer l and head h, token attention A^{l,h} (a T×T row-stochastic matrix over the whole
-prompt + response) is averaged into a step-level matrix (algorithm.md §b.2):
+prompt + response) is averaged into a step-level matrix (docs/algorithm.md §b.2):
 
     Eq. 4   α^{l,h}[a, b] = (1/|r_a|)(1/|r_b|) Σ_{t∈r_a} Σ_{s∈r_b} A^{l,h}[t, s]     i.e.  Sᴬ = W A Wᵀ
 
 over ranges r_0 = the prompt and r_1 … r_S = the response steps (W[a, t] = 1/|r_a| for t ∈ r_a).
+This double mean (over the query tokens of step a and the key tokens of step b) is the official
+release's choice: the paper only says the token scores are aggregated "at the step level".
 A step's forward influence is the attention that steps at least Δ later pay to it, and the FCI is
 its maximum over all layers and heads:
 
-    Eq. 5   y^{l,h}[k] = Σ_{j=k+Δ}^{S} α^{l,h}[j, k]            (Δ = 4)
-    Eq. 6   y[k]       = max_{l,h} y^{l,h}[k]
+    Eq. 5   y^{l,h}[b] = Σ_{a=b+Δ}^{S} α^{l,h}[a, b]            (Δ = 4; the toy preset uses 1)
+    Eq. 6   y[b]       = max_{l,h} y^{l,h}[b]
+
+Index conventions: a and b are *range* indices, 0 = the prompt and b = 1 … S the response steps
+numbered from 1. That is the paper's numbering (Eq. 5: y_k = Σ_{j=k+Δ}^{T_k} α_{j,k}, with j = a,
+k = b, T_k = S) and the release's. `step_attention_to_fci` then drops range 0, so the vector it
+returns is indexed by *response step from 0*, k = b − 1, the convention of steps.py and
+branching.py (its docstring shows the formula in both).
 
 The prompt range and the first response step get 0, and so does every step from the one holding
 `</think>` on (the release's "after_step_sum" masking): branch points stay inside the thinking part.
@@ -66,7 +74,11 @@ def step_ranges(prompt_len: int, steps: list[tuple[int, int]]) -> list[tuple[int
 
 def step_weight_matrix(ranges: list[tuple[int, int]], seq_len: int,
                        device: torch.device | str = "cpu") -> torch.Tensor:
-    """W [S+1, T] with W[a, t] = 1/|r_a| for t in range a, else 0 (so W A Wᵀ is the double mean)."""
+    """W [S+1, T] with W[a, t] = 1/|r_a| for t in range a, else 0 (so W A Wᵀ is Eq. 4's double mean).
+
+    Averaging over both the query and the key tokens of a step is the release's choice; the paper
+    leaves the step-level aggregation open (docs/algorithm.md §b.2 item 2).
+    """
     W = torch.zeros(len(ranges), seq_len, dtype=torch.float32, device=device)
     for a, (start, end) in enumerate(ranges):
         W[a, start:end] = 1.0 / (end - start)
@@ -78,8 +90,10 @@ def step_attention_to_fci(step_attention: torch.Tensor, delta: int = 4, think_en
 
     step_attention: [..., S+1, S+1] step-level attention α[a, b] (query range a, key range b),
                     range 0 = the prompt, range k+1 = response step k.
-    Returns y [..., S]: y[k] = Σ_{a = k+1+Δ}^{S} α[a, k+1] for response step k, with
-      y[0] = 0 (first response step) and y[k] = 0 for k >= think_end_step when think_end_step >= 0.
+    Eq. 5 is summed in range indices, f[b] = Σ_{a=b+Δ}^{S} α[a, b]; the result is returned in
+    response-step indices, y[k] = f[k+1] (the same formula, shifted by the prompt range):
+        y [..., S]:  y[k] = Σ_{a=k+1+Δ}^{S} α[a, k+1]
+      with y[0] = 0 (first response step) and y[k] = 0 for k >= think_end_step when think_end_step >= 0.
     (Eq. 6's max over layers/heads is taken by the caller.)
     """
     n_ranges = step_attention.shape[-1]

@@ -1,13 +1,18 @@
-"""Look at one response the way AttnRL does: its steps, their FCI, and where it would branch.
+r"""Look at one response the way AttnRL does: its steps, their FCI, and where it would branch.
 
-    python -m attnrl_mini.inspect --model toy --prompt "Start with 3. Add 4, then multiply by 2. What is the result?"
+    python -m attnrl_mini.inspect --model toy --prompt $'Start with 7.\n(a) Add 5.\n(b) Multiply by 2.\n(c) Subtract 9.\nWhat is the result?'
     python -m attnrl_mini.inspect --model toy --prompt "..." --response "..." --json out.json --png out.png
+
+A toy prompt must be in the toy world's own format (attnrl_mini/toy/problems.py: one labelled
+operation per line); anything else is out of distribution and the model answers nonsense.
 
 Without --response a response is sampled from the model (temperature 1, --seed). The response is
 cut into steps (steps.py), scored with one forward (fci.py: Eq. 4-6) and given its ATB branch
-points (branching.py: Eq. 7) with the config defaults (the `toy` preset for --model toy).
---json writes {"model", "prompt_ids", "response_ids", "steps": [{"start", "end", "text", "fci"}],
-"branch_points"} (token offsets within the response, end exclusive); --png draws the step-level
+points (branching.py: Eq. 7) with the config defaults (the `toy` preset for --model toy, whose
+Δ in Eq. 5 is 1, not the paper's 4: toy solutions have only 3-6 steps).
+--json writes {"model", "preset", "fci_delta", "prompt_ids", "response_ids",
+"steps": [{"start", "end", "text", "fci"}], "branch_points"} (token offsets within the response,
+end exclusive; preset null = the paper's defaults); --png draws the step-level
 attention matrix (max over layers and heads) and the FCI bars.
 """
 from __future__ import annotations
@@ -122,7 +127,8 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     toy = args.model == "toy"
-    cfg = make_config("toy" if toy else None)
+    preset = "toy" if toy else None
+    cfg = make_config(preset)
     model_dir = resolve_model(args.model)
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, dtype=args.dtype, device=resolve_device(args.device)).eval()
@@ -133,10 +139,10 @@ def main(argv=None) -> dict:
         response_ids = sample_response(model, tokenizer, prompt_ids, args.max_new_tokens or cfg.max_response_tokens,
                                        args.seed)
     report = inspect_response(model, tokenizer, prompt_ids, response_ids, cfg)
-    print(f"model: {model_dir}")
+    print(f"model: {model_dir}   preset: {preset or 'none (paper defaults)'}   FCI Δ (Eq. 5): {cfg.fci_delta}")
     print(format_report(report, len(prompt_ids)))
 
-    result = {"model": model_dir, "prompt_ids": prompt_ids, "response_ids": response_ids,
+    result = {"model": model_dir, "preset": preset, "fci_delta": cfg.fci_delta, "prompt_ids": prompt_ids, "response_ids": response_ids,
               "steps": report["steps"], "branch_points": report["branch_points"]}
     if args.json:
         with open(args.json, "w") as f:

@@ -1,4 +1,4 @@
-"""The policy loss (algorithm.md §g): PPO clip-higher with dual clip, k3 KL, true token-mean.
+"""The policy loss (docs/algorithm.md §g): PPO clip-higher with dual clip, k3 KL, true token-mean.
 
 Per response token t (all tensors [B, T], padded positions have mask 0):
     ρ_t    = exp(clamp(log π_θ − log π_old, −20, 20))                       importance ratio
@@ -12,6 +12,10 @@ Token-mean: every valid token of the mini-batch weighs the same, so a long seque
 a short one (unlike a mean of per-sequence means). To split a mini-batch into micro-batches, pass
 n_tokens = the mini-batch's valid-token count to every micro-batch call: the summed gradients are then
 exactly those of the whole mini-batch.
+
+This true mini-batch token-mean is a departure (docs/algorithm.md §g, "Departures"): the release
+(verl 0.4) takes a token-mean per micro-batch and weights each by its number of sequences, so its
+loss depends on how the micro-batches happen to be packed.
 """
 from __future__ import annotations
 
@@ -64,6 +68,7 @@ def ppo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: t
     else:
         kl = torch.zeros_like(pg)
 
+    # true token-mean over the mini-batch; the release averages per-micro-batch means (a departure, see above)
     loss = ((pg + kl_coef * kl) * mask).sum() / denom
 
     with torch.no_grad():

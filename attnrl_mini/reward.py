@@ -1,4 +1,4 @@
-"""Outcome reward: is the final answer of a response right? (paper §4.1, algorithm.md §d.1)
+"""Outcome reward: is the final answer of a response right? (paper §4.1, docs/algorithm.md §d.1)
 
 The paper grades with "a hybrid of DeepScaleR's verifier and Math-Verify". Here:
 

@@ -1,4 +1,4 @@
-"""Token-level step segmentation of a response (paper §3.1.1; algorithm.md §a).
+"""Token-level step segmentation of a response (paper §3.1.1; docs/algorithm.md §a).
 
 The paper splits a response into reasoning steps at "\\n\\n". The official code does it on tokens:
 a *separator token* is any vocabulary token whose decoded text contains "\\n\\n" (e.g. "\\n\\n",
@@ -51,7 +51,7 @@ class StepSegmentation:
 
 def segment_steps(response_ids: list[int], sep_ids: set[int], newline_ids: set[int],
                   think_end_id: int | None = None) -> StepSegmentation:
-    """Cut a response into steps at separator tokens (algorithm.md §a.2–3).
+    """Cut a response into steps at separator tokens (docs/algorithm.md §a.2–3).
 
     Rules:
       - a separator token ends its step (it belongs to the preceding step);

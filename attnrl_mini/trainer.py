@@ -1,6 +1,6 @@
-"""The AttnRL training loop (paper §3.3, algorithm.md §f), one-step-stale, on one device.
+"""The AttnRL training loop (paper §3.3, docs/algorithm.md §f), one-step-stale, on one device.
 
-At step m, with the adapter θ_{m-1} loaded in the generator (design.md, "One training step"):
+At step m, with the adapter θ_{m-1} loaded in the generator (docs/design.md, "One training step"):
   1. ONE generation call: G initial responses for each prompt of batch m+1, and T continuations
      for every branch prefix of batch m (chosen one step earlier).
   2. Grade everything.
@@ -154,7 +154,7 @@ class Trainer:
         for b in batch.branches:
             g = batch.groups[b.prompt_idx]
             prefix = g.rollouts[b.response_idx].response_ids[:b.offset]
-            # design.md: per-request max tokens = response budget − prefix length
+            # per-request max tokens = response budget − prefix length (a departure, docs/algorithm.md §c.3)
             reqs.append(GenRequest(g.prompt_ids + prefix, self.cfg.n_continuations,
                                    max(1, self.cfg.max_response_tokens - b.offset)))
         return reqs
@@ -283,7 +283,8 @@ class Trainer:
                               for f, s, r in zip(g.fci, g.steps, g.rollouts)], "tree": d}
 
     def _update(self, seqs: list[tree.TrainSequence]) -> dict:
-        """PPO with clip-higher + dual clip + k3 KL, a true token-mean per mini-batch (§g, design.md)."""
+        """PPO with clip-higher + dual clip + k3 KL, a true token-mean per mini-batch (docs/algorithm.md §g;
+        the release averages per-micro-batch token-means instead: a departure)."""
         cfg = self.cfg
         self.rng.shuffle(seqs)  # the batch is ordered originals-then-branches; shuffle before mini-batching
         stats_acc: dict[str, float] = {}
@@ -348,7 +349,7 @@ class Trainer:
         return t
 
     def train_step(self) -> dict:
-        """One policy update θ_{m-1} → θ_m (the algorithm box of design.md)."""
+        """One policy update θ_{m-1} → θ_m (all of "One training step" in docs/design.md)."""
         cfg, m = self.cfg, self.step + 1
         secs: dict[str, float] = {}
         metrics: dict = {}

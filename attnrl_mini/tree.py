@@ -1,6 +1,6 @@
 """Rollout trees: Monte-Carlo values (Eq. 2), tree advantages (Eq. 3), training sequences.
 
-Shape of one prompt's tree (algorithm.md §c.4, depth-1 branching as in TreeRL):
+Shape of one prompt's tree (docs/algorithm.md §c.4, depth-1 branching as in TreeRL):
 
     R (virtual root, shared by the G initial responses of the prompt)
     ├── A = o[0:p1] ──┬── B = o[p1:p2] ──┬── C = o[p2:]     leaf, reward of o

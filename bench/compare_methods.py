@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# algorithm.md §h, as switches of the one loop (train.py flags). Ladder rows are on-policy like TreeRL;
+# docs/algorithm.md §h, as switches of the one loop (train.py flags). Ladder rows are on-policy like TreeRL;
 # one-step-stale is an orthogonal switch, on for AttnRL only (and for the "TreeRL + stale" row).
 ADS = ["--branch-count-rule", "ceil", "--attention-filter", "true", "--zero-adv-filter", "true", "--dynamic-batch", "true"]
 METHODS: dict[str, list[str]] = {

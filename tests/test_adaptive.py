@@ -1,4 +1,4 @@
-"""Adaptive sampling (ADS, algorithm.md §e): Eq. 8–10, the filters and the batch-size controller."""
+"""Adaptive sampling (ADS, docs/algorithm.md §e): Eq. 8–10, the filters and the batch-size controller."""
 import math
 import random
 

@@ -1,4 +1,4 @@
-"""Branch-point selectors (Eq. 7, algorithm.md §c.1 and §h), on hand-computed examples."""
+"""Branch-point selectors (Eq. 7, docs/algorithm.md §c.1 and §h), on hand-computed examples."""
 import random
 
 import numpy as np

@@ -20,8 +20,9 @@ def test_inspect_writes_steps_fci_and_branch_points(tmp_path):
           "--json", str(json_path), "--png", str(png_path)])
 
     out = json.loads(json_path.read_text())
-    assert set(out) == {"model", "prompt_ids", "response_ids", "steps", "branch_points"}
+    assert set(out) == {"model", "preset", "fci_delta", "prompt_ids", "response_ids", "steps", "branch_points"}
     assert out["model"] == TOY_MODEL_DIR
+    assert (out["preset"], out["fci_delta"]) == ("toy", make_config("toy").fci_delta)
     tokenizer = load_tokenizer(TOY_MODEL_DIR)
     assert out["prompt_ids"] == toy_prompt_ids(tokenizer, problem.problem)
     assert tokenizer.decode(out["response_ids"]) == response_text

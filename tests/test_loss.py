@@ -1,4 +1,4 @@
-"""PPO clip-higher + dual clip + k3 KL with token-mean (algorithm.md §g), on tiny hand-computed tensors."""
+"""PPO clip-higher + dual clip + k3 KL with token-mean (docs/algorithm.md §g), on tiny hand-computed tensors."""
 import math
 
 import pytest

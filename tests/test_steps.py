@@ -1,4 +1,4 @@
-"""Step segmentation (algorithm.md §a), checked on hand-written token sequences."""
+"""Step segmentation (docs/algorithm.md §a), checked on hand-written token sequences."""
 import random
 
 import pytest

@@ -1,4 +1,4 @@
-"""Rollout trees, Eq. 2 values, Eq. 3 advantages, training sequences (algorithm.md §c.4, §d)."""
+"""Rollout trees, Eq. 2 values, Eq. 3 advantages, training sequences (docs/algorithm.md §c.4, §d)."""
 import json
 import math
 import random
