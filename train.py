@@ -59,8 +59,13 @@ def main(argv=None) -> None:
         resolve_model(cfg.model)
     except ModelNotFoundError as e:
         sys.exit(f"error: {e}")
+    from attnrl_mini.policy import AdapterError
+    from attnrl_mini.tracking import TrackerError
     from attnrl_mini.trainer import train
-    history = train(cfg, resume=resume)
+    try:
+        history = train(cfg, resume=resume)
+    except (AdapterError, TrackerError) as e:   # checked before the run writes anything
+        sys.exit(f"error: {e}")
     evals = [m["eval_accuracy"] for m in history if "eval_accuracy" in m]
     if evals:
         print(f"[attnrl] done: {len(history)} steps this session; last held-out accuracy {evals[-1]:.3f}; "
