@@ -145,24 +145,24 @@ def init_from_adapter(model: nn.Module, adapter_dir: str, rank: int, alpha: int,
     for key, ours, flag in (("r", rank, "--lora-rank"), ("lora_alpha", alpha, "--lora-alpha")):
         if acfg.get(key) != ours:
             raise AdapterError(f"{where}: its {key} is {acfg.get(key)} but this run's {flag} is {ours}; "
-                                       f"pass {flag} {acfg.get(key)}")
+                               f"pass {flag} {acfg.get(key)}")
     theirs = acfg.get("target_modules")
     if isinstance(theirs, list) and _targets(theirs) != _targets(target_modules):
-        raise AdapterError(f"{where}: it adapts {','.join(sorted(theirs))} but this run's "
-                                   f"--lora-target-modules is {target_modules}; pass --lora-target-modules "
-                                   f"{','.join(sorted(theirs))}")
+        raise AdapterError(f"{where}: it adapts {','.join(sorted(theirs))} but this run's --lora-target-modules "
+                           f"is {target_modules}; pass --lora-target-modules {','.join(sorted(theirs))}")
     base = acfg.get("base_model_name_or_path") or "?"
     try:
         result = set_peft_model_state_dict(model, load_peft_weights(adapter_dir))
     except RuntimeError as e:  # size mismatch: same module names, other shapes
-        raise AdapterError(f"{where}: its weights do not fit this model's shapes (it was trained on "
-                                   f"{base}, this run's model is {model_dir}): {str(e).splitlines()[-1].strip()}") from None
+        raise AdapterError(f"{where}: its weights do not fit this model's shapes (it was trained on {base}, "
+                           f"this run's model is {model_dir}): {str(e).splitlines()[-1].strip()}") from None
     unexpected = [k for k in result.unexpected_keys if "lora_" in k]
     if unexpected:
         raise AdapterError(f"{where}: {len(unexpected)} of its LoRA matrices name modules this model lacks "
-                                   f"(e.g. {unexpected[0]}); it was trained on {base}, this run's model is {model_dir}")
-    if os.path.basename(os.path.normpath(base)) not in (os.path.basename(os.path.normpath(model_dir)),
-                                                        model_dir.split("models--")[-1].split("/")[0].split("--")[-1]):
+                           f"(e.g. {unexpected[0]}); it was trained on {base}, this run's model is {model_dir}")
+    # names compared by their last part: "Qwen/Qwen2.5-Math-1.5B", ".../models--Qwen--Qwen2.5-Math-1.5B/snapshots/<hash>"
+    hub_cache_name = model_dir.split("models--")[-1].split("/")[0].split("--")[-1]
+    if os.path.basename(os.path.normpath(base)) not in (os.path.basename(os.path.normpath(model_dir)), hub_cache_name):
         log(f"[attnrl] note: {where} names base model {base}; its weights fit {model_dir}")
 
 
