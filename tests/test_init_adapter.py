@@ -2,6 +2,7 @@
 scores that adapter (same problems, same seed), and adapters that do not fit are refused in one line."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -56,13 +57,13 @@ def test_step0_accuracy_equals_eval_py_on_the_same_problems_and_seed(tmp_path, m
     report = eval_cli.main(["--adapter", shifted_adapter, "--benchmarks", "toy", "--limit", str(N_EVAL),
                             "--seed", "12345", "--generator", "hf", "--out-dir", str(tmp_path / "eval")])
     with open(tmp_path / "eval" / "generations.jsonl") as f:
-        eval_texts = [__import__("json").loads(line)["text"] for line in f]
+        eval_texts = [json.loads(line)["text"] for line in f]
     assert [r.text for r in seen[0].records] == eval_texts
     assert seen[0].avg_at_k == report["benchmarks"]["toy"]["avg_at_k"]
 
     # ... and the adapter mattered: the base model samples other texts with the same seed
     with open(tmp_path / "run" / "metrics.jsonl") as f:
-        assert __import__("json").loads(f.readline())["eval_accuracy"] == seen[0].avg_at_k
+        assert json.loads(f.readline())["eval_accuracy"] == seen[0].avg_at_k
     base = policy.load_model(policy.resolve_model("toy")).eval()
     tok = policy.load_tokenizer(policy.resolve_model("toy"))
     from attnrl_mini.generation import make_generator
