@@ -67,20 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def resolve_adapter(path: str) -> str:
     """The adapter directory for --adapter: itself, a checkpoint's adapter/, or a run's latest checkpoint's."""
-    from attnrl_mini.checkpoint import latest_checkpoint
-
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"--adapter {path!r}: no such directory")
-    if os.path.isfile(os.path.join(path, "adapter_config.json")):
-        return path
-    if os.path.isfile(os.path.join(path, "adapter", "adapter_config.json")):
-        return os.path.join(path, "adapter")
-    checkpoint = latest_checkpoint(path)
-    if checkpoint and os.path.isfile(os.path.join(checkpoint, "adapter", "adapter_config.json")):
-        return os.path.join(checkpoint, "adapter")
-    raise FileNotFoundError(
-        f"--adapter {path!r} is neither a LoRA adapter directory (with adapter_config.json), a checkpoint "
-        "(with adapter/), nor a training run directory with a finished checkpoint in checkpoints/")
+    from attnrl_mini.checkpoint import resolve_adapter as resolve
+    return resolve(path, flag="--adapter")
 
 
 def is_toy_model(model_arg: str, model_dir: str) -> bool:

@@ -30,7 +30,8 @@ def parse_args(argv=None) -> tuple[Config, bool]:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="default: 'toy' for the toy model, 'qwen2.5-math-1.5b-24gb' for Qwen2.5-Math-1.5B, "
                         "otherwise the paper's defaults")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly from its latest checkpoint (adapter, optimiser, "
+                        "RNGs, data position); --init-adapter instead starts a new run from an adapter's weights")
     defaults = Config()
     for f in dataclasses.fields(Config):
         kind = type(getattr(defaults, f.name))
@@ -59,8 +60,13 @@ def main(argv=None) -> None:
         resolve_model(cfg.model)
     except ModelNotFoundError as e:
         sys.exit(f"error: {e}")
+    from attnrl_mini.policy import AdapterError
+    from attnrl_mini.tracking import TrackerError
     from attnrl_mini.trainer import train
-    history = train(cfg, resume=resume)
+    try:
+        history = train(cfg, resume=resume)
+    except (AdapterError, TrackerError) as e:   # checked before the run writes anything
+        sys.exit(f"error: {e}")
     evals = [m["eval_accuracy"] for m in history if "eval_accuracy" in m]
     if evals:
         print(f"[attnrl] done: {len(history)} steps this session; last held-out accuracy {evals[-1]:.3f}; "

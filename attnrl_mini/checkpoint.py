@@ -23,6 +23,24 @@ def latest_checkpoint(out_dir: str) -> str | None:
     return os.path.join(root, done[-1]) if done else None
 
 
+def resolve_adapter(path: str, flag: str) -> str:
+    """The LoRA adapter directory that `path` names: itself (holding adapter_config.json), a
+    checkpoint's adapter/, or a run directory's latest checkpoint's adapter/. `flag` names the
+    command-line option in the error."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{flag} {path!r}: no such directory")
+    if os.path.isfile(os.path.join(path, "adapter_config.json")):
+        return path
+    if os.path.isfile(os.path.join(path, "adapter", "adapter_config.json")):
+        return os.path.join(path, "adapter")
+    latest = latest_checkpoint(path)
+    if latest and os.path.isfile(os.path.join(latest, "adapter", "adapter_config.json")):
+        return os.path.join(latest, "adapter")
+    raise FileNotFoundError(
+        f"{flag} {path!r} is neither a LoRA adapter directory (with adapter_config.json), a checkpoint "
+        "(with adapter/), nor a training run directory with a finished checkpoint in checkpoints/")
+
+
 def save_checkpoint(trainer, out_dir: str, keep: int = 3) -> str:
     path = checkpoint_dir(out_dir, trainer.step)
     tmp = path + ".tmp"  # write then rename: a run killed mid-save leaves the previous checkpoint intact

@@ -38,6 +38,9 @@ class Config:
     lora_target_modules: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
     load_in_4bit: bool = False         # QLoRA: 4-bit nf4 base via bitsandbytes
     gradient_checkpointing: bool = False
+    init_adapter: str = opt("", "start from this peft LoRA adapter (a directory with adapter_config.json, a checkpoint, "
+                                "or a run directory's latest checkpoint); only the weights: step 0, fresh optimiser and "
+                                "data order, unlike --resume, which continues the run in --out exactly")
 
     # --- sampling (§g: train temperature 1, top-p 1, top-k off) ---
     n_initial: int = 6                 # G: initial responses per prompt
@@ -97,6 +100,8 @@ class Config:
     eval_temperature: float = 1.0
     save_every: int = 10
     dump_trees: int = 2                # rollout trees per step written to trees.jsonl
+    report_to: str = opt("none", "experiment trackers, comma-separated: none, tensorboard, wandb, trackio "
+                                 "(metrics.jsonl is always written; credentials come from the environment)")
 
 
 PRESETS: dict[str, dict] = {

@@ -10,6 +10,8 @@ Without --response a response is sampled from the model (temperature 1, --seed).
 cut into steps (steps.py), scored with one forward (fci.py: Eq. 4-6) and given its ATB branch
 points (branching.py: Eq. 7) with the config defaults (the `toy` preset for --model toy, whose
 Δ in Eq. 5 is 1, not the paper's 4: toy solutions have only 3-6 steps).
+With --trees RUN --step N --png FILE it draws instead one prompt's rollout tree from the run's
+trees.jsonl (tree_picture.py): segments, continuations, step FCI, advantages, leaf rewards.
 --json writes {"model", "preset", "fci_delta", "prompt_ids", "response_ids",
 "steps": [{"start", "end", "text", "fci"}], "branch_points"} (token offsets within the response,
 end exclusive; preset null = the paper's defaults); --png draws the step-level
@@ -116,7 +118,10 @@ def draw_png(report: dict, path: str) -> None:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description="Show a response's steps, FCI and AttnRL branch points.")
     ap.add_argument("--model", default="toy", help="'toy', a local model directory, or a hub id")
-    ap.add_argument("--prompt", required=True, help="problem text (put through the prompt template)")
+    ap.add_argument("--prompt", default=None, help="problem text (put through the prompt template)")
+    ap.add_argument("--trees", default="", help="draw a rollout tree of this run directory's trees.jsonl to --png")
+    ap.add_argument("--step", type=int, default=None, help="with --trees: the training step (default: the last)")
+    ap.add_argument("--tree-index", type=int, default=0, help="with --trees: which of the step's dumped trees")
     ap.add_argument("--response", default=None, help="response text; default: sample one from the model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default: the config's max_response_tokens")
@@ -125,6 +130,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", default="", help="write steps/FCI/branch points to this file")
     ap.add_argument("--png", default="", help="draw the step attention and FCI to this file")
     args = ap.parse_args(argv)
+    if args.trees:
+        from attnrl_mini import tree_picture
+        try:
+            return tree_picture.main(args.trees, args.step, args.tree_index, args.png or "tree.png")
+        except (ValueError, FileNotFoundError) as e:
+            raise SystemExit(f"error: {e}") from None
+    if args.prompt is None:
+        ap.error("--prompt is required (or --trees RUN to draw a rollout tree)")
 
     toy = args.model == "toy"
     preset = "toy" if toy else None

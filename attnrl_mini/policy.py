@@ -115,6 +115,57 @@ def load_adapter(model: nn.Module, adapter_dir: str, trainable: bool = False) ->
     return PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)
 
 
+class AdapterError(ValueError):
+    pass
+
+
+def _targets(value) -> set[str]:
+    return {m.strip() for m in value.split(",") if m.strip()} if isinstance(value, str) else set(value or [])
+
+
+def init_from_adapter(model: nn.Module, adapter_dir: str, rank: int, alpha: int, target_modules: str,
+                      model_dir: str, log=print) -> None:
+    """--init-adapter: copy a peft LoRA adapter's weights into the run's freshly added adapter.
+
+    The adapter must fit the run: the same rank r, alpha and target modules (one-line error naming
+    the flag to pass otherwise), and every one of its LoRA matrices must match a module of this model
+    in name and shape (otherwise it was trained on another base model). A differing
+    base_model_name_or_path alone is only reported: local copies of one model have different paths.
+    """
+    import json
+
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
+        acfg = json.load(f)
+    where = f"--init-adapter {adapter_dir}"
+    if acfg.get("peft_type", "LORA") != "LORA":
+        raise AdapterError(f"{where}: a {acfg['peft_type']} adapter; only LoRA adapters can be loaded")
+    for key, ours, flag in (("r", rank, "--lora-rank"), ("lora_alpha", alpha, "--lora-alpha")):
+        if acfg.get(key) != ours:
+            raise AdapterError(f"{where}: its {key} is {acfg.get(key)} but this run's {flag} is {ours}; "
+                               f"pass {flag} {acfg.get(key)}")
+    theirs = acfg.get("target_modules")
+    if isinstance(theirs, list) and _targets(theirs) != _targets(target_modules):
+        raise AdapterError(f"{where}: it adapts {','.join(sorted(theirs))} but this run's --lora-target-modules "
+                           f"is {target_modules}; pass --lora-target-modules {','.join(sorted(theirs))}")
+    base = acfg.get("base_model_name_or_path") or "?"
+    try:
+        result = set_peft_model_state_dict(model, load_peft_weights(adapter_dir))
+    except RuntimeError as e:  # size mismatch: same module names, other shapes
+        raise AdapterError(f"{where}: its weights do not fit this model's shapes (it was trained on {base}, "
+                           f"this run's model is {model_dir}): {str(e).splitlines()[-1].strip()}") from None
+    unexpected = [k for k in result.unexpected_keys if "lora_" in k]
+    if unexpected:
+        raise AdapterError(f"{where}: {len(unexpected)} of its LoRA matrices name modules this model lacks "
+                           f"(e.g. {unexpected[0]}); it was trained on {base}, this run's model is {model_dir}")
+    # names compared by their last part: "Qwen/Qwen2.5-Math-1.5B", ".../models--Qwen--Qwen2.5-Math-1.5B/snapshots/<hash>"
+    hub_cache_name = model_dir.split("models--")[-1].split("/")[0].split("--")[-1]
+    if os.path.basename(os.path.normpath(base)) not in (os.path.basename(os.path.normpath(model_dir)), hub_cache_name):
+        log(f"[attnrl] note: {where} names base model {base}; its weights fit {model_dir}")
+
+
 def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """(the inner transformer that returns hidden states, the LM head), through peft wrappers."""
     from peft import PeftModel

@@ -1,4 +1,5 @@
-"""What a run writes for people to read: metrics.jsonl, PNG curves, a dump of a few rollout trees."""
+"""What a run writes for people to read: metrics.jsonl, PNG curves, a dump of a few rollout trees,
+and a copy of the metrics to the experiment trackers of --report-to (tracking.py)."""
 from __future__ import annotations
 
 import json
@@ -6,8 +7,8 @@ import os
 
 
 class RunLog:
-    def __init__(self, out_dir: str):
-        self.out_dir = out_dir
+    def __init__(self, out_dir: str, trackers=None):
+        self.out_dir, self.trackers = out_dir, trackers   # trackers: tracking.Trackers or None
         os.makedirs(out_dir, exist_ok=True)
         self.metrics_path = os.path.join(out_dir, "metrics.jsonl")
         self.trees_path = os.path.join(out_dir, "trees.jsonl")
@@ -22,9 +23,15 @@ class RunLog:
             with open(path, "w") as f:
                 f.writelines(keep)
 
-    def write_metrics(self, record: dict) -> None:
+    def write_metrics(self, record: dict, summary: str = "") -> None:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.trackers is not None:
+            self.trackers.log(record, summary)
+
+    def close(self) -> None:
+        if self.trackers is not None:
+            self.trackers.close()
 
     def write_trees(self, step: int, trees: list[dict]) -> None:
         with open(self.trees_path, "a") as f:

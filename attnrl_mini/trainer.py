@@ -543,8 +543,10 @@ def train(cfg: Config, resume: bool = False) -> list[dict]:
     from attnrl_mini.generation import make_generator
     from attnrl_mini.reward import Grader
     from attnrl_mini.runlog import RunLog
+    from attnrl_mini.tracking import Trackers, parse_report_to
 
     log = tqdm.write
+    trackers = parse_report_to(cfg.report_to)             # a missing tracker package fails before any work
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
@@ -554,6 +556,14 @@ def train(cfg: Config, resume: bool = False) -> list[dict]:
     tok = policy.load_tokenizer(model_dir)
     model = policy.load_model(model_dir, dtype=cfg.dtype, device=device, load_in_4bit=cfg.load_in_4bit)
     model = policy.add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules, cfg.gradient_checkpointing)
+    if cfg.init_adapter:   # the starting weights only (--resume, below, restores a whole run)
+        try:
+            adapter_dir = checkpoint.resolve_adapter(cfg.init_adapter, "--init-adapter")
+        except FileNotFoundError as e:
+            raise policy.AdapterError(str(e)) from None
+        policy.init_from_adapter(model, adapter_dir, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules,
+                                 model_dir, log=log)
+        log(f"[attnrl] LoRA weights initialised from {adapter_dir}")
 
     is_toy = cfg.train_data == "toy"
     if is_toy:
@@ -579,6 +589,7 @@ def train(cfg: Config, resume: bool = False) -> list[dict]:
         raise FileExistsError(f"{cfg.out} already holds a run; pass --resume to continue it or --out for a new one")
     with open(os.path.join(cfg.out, "config.json"), "w") as f:
         json.dump(asdict(cfg), f, indent=1)
+    runlog.trackers = Trackers(trackers, cfg.out, asdict(cfg)) if trackers else None
 
     grader = Grader(timeout=5.0)
     generator = make_generator(
@@ -616,8 +627,9 @@ def train(cfg: Config, resume: bool = False) -> list[dict]:
                            "seconds": round(time.time() - t0, 3)})
             record.setdefault("train_accuracy", None)
             record.setdefault("generated_tokens", 0)
-            runlog.write_metrics(record)
-            log(f"[attnrl] step 0: held-out accuracy {record['eval_accuracy']:.3f}")
+            summary = f"[attnrl] step 0: held-out accuracy {record['eval_accuracy']:.3f}"
+            runlog.write_metrics(record, summary)
+            log(summary)
         bar = tqdm(range(trainer.step, cfg.steps), initial=trainer.step, total=cfg.steps, desc=cfg.algo, unit="step")
         for _ in bar:
             t0 = time.time()
@@ -630,10 +642,11 @@ def train(cfg: Config, resume: bool = False) -> list[dict]:
                 metrics["seconds_eval"] = round(time.time() - te, 3)
             metrics["seconds"] = round(time.time() - t0, 3)
             metrics["grader_timeouts"] = grader.stats()["timeouts"]
-            runlog.write_metrics(metrics)
+            summary = _summary_line(metrics)
+            runlog.write_metrics(metrics, summary)
             runlog.write_trees(m, trainer._last_dumps)
             history.append(metrics)
-            log(_summary_line(metrics))
+            log(summary)
             if m % cfg.save_every == 0 or m == cfg.steps:
                 checkpoint.save_checkpoint(trainer, cfg.out)
             if "eval_accuracy" in metrics:
@@ -648,6 +661,7 @@ def train(cfg: Config, resume: bool = False) -> list[dict]:
         trainer.close()
         generator.close()
         grader.close()
+        runlog.close()
     return history
 
 
