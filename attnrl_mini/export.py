@@ -3,7 +3,7 @@
     python -m attnrl_mini.export verl --run runs/toy --out export/toy
 
 writes into --out:
-  data/train.parquet, data/val.parquet  the run's training and held-out problems as verl rows (prompt /
+  OUT/data/train.parquet, OUT/data/val.parquet   the run's training and held-out problems as verl rows (prompt /
                                         reward_model / data_source / extra_info): what data.load_problems reads
   adapter/                              the run's latest LoRA adapter, peft format (upstream verl's lora_adapter_path)
   merged_model/                         base + adapter merged into full weights, with the tokenizer (the official
@@ -105,8 +105,8 @@ UNMAPPED = {
     "algo": "both scripts are written: GRPO is run_verl_grpo.sh; AttnRL and TreeRL are the recipe, told apart "
             "by the mapped switches (treerl: split_criterion=entropy, mc_type=uniform)",
     "init_adapter": "the exported adapter/merged_model is the starting point", "model": "model.path (see the scripts)",
-    "train_data": "data.train_files = data/train.parquet", "eval_data": "data.val_files = data/val.parquet",
-    "eval_problems": "the rows of data/val.parquet", "max_generated_tokens": "no token budget in verl",
+    "train_data": "data.train_files = OUT/data/train.parquet", "eval_data": "data.val_files = OUT/data/val.parquet",
+    "eval_problems": "the rows of OUT/data/val.parquet", "max_generated_tokens": "no token budget in verl",
     **{name: "how this machine runs, not the method" for name in
        ("device", "threads", "generator", "vllm_url", "vllm_sleep", "out", "dump_trees")},
 }
