@@ -126,7 +126,7 @@ def test_packed_format_path_and_why_training_avoids_it(cpu):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     log = str(tmp_path_factory.mktemp("vllm") / "vllm.log")
-    sidecar = VLLMSidecar(TOY, max_lora_rank=16, max_model_len=512, log_path=log, log=lambda s: None)
+    sidecar = VLLMSidecar(TOY, max_lora_rank=16, max_model_len=256, log_path=log, log=lambda s: None)
     yield sidecar
     sidecar.close()
 
@@ -140,22 +140,27 @@ def test_sigterm_during_training_with_the_sidecar_leaves_nothing_in_dev_shm(serv
     before = _adapter_dirs()
     cmd = [sys.executable, "train.py", "--generator", "vllm", "--vllm-url", server.url, "--steps", "50",
            "--eval-problems", "2", "--prompts-per-step", "2", "--out", str(tmp_path / "run")]
-    trainer = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "train.log"
+    with open(log, "w") as f:   # a file, not a pipe: a full pipe would block the trainer
+        trainer = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     try:
-        deadline, ours = time.monotonic() + 240, set()
-        while time.monotonic() < deadline and trainer.poll() is None:   # wait for a published adapter
+        # SIGTERM once adapter v1 is published (step 1 logged), while the trainer works with it.
+        metrics, deadline, ours = tmp_path / "run" / "metrics.jsonl", time.monotonic() + 240, set()
+        while time.monotonic() < deadline and trainer.poll() is None:
+            rows = metrics.read_text().splitlines() if metrics.exists() else []
             ours = {d for d in _adapter_dirs() - before if glob.glob(os.path.join(d, "v*", "adapter_config.json"))}
-            if ours:
+            if ours and len(rows) >= 2:
                 break
             time.sleep(0.2)
-        assert ours, f"no adapter was published (exit {trainer.poll()})"
+        assert ours and len(rows) >= 2, f"no adapter was published (exit {trainer.poll()})"
+        time.sleep(1)
         trainer.send_signal(signal.SIGTERM)
         code = trainer.wait(timeout=60)
     finally:
         if trainer.poll() is None:
             trainer.kill()
             trainer.wait()
-    err = trainer.stderr.read()
+    err = log.read_text()
     assert code == 128 + signal.SIGTERM, err[-2000:]       # unwound like Ctrl-C, status as a shell reports it
     assert not (ours & _adapter_dirs()), "the adapter scratch folder leaked"
     assert "Traceback" not in err, err[-2000:]

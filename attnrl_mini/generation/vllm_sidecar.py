@@ -243,6 +243,7 @@ class VLLMSidecar:
         self.version: int | None = None
         self.start_seconds = 0.0
         self._closed = False
+        self._abandoned = False   # a generate call ended early: its requests may still run on the server
         _install_exit_handlers()   # SIGTERM unwinds the trainer (cleanup runs) also with a --vllm-url server
         if url:
             self.url = url.rstrip("/")
@@ -372,7 +373,9 @@ class VLLMSidecar:
             self._closed = True
             stop_server_process(self.proc)
             return
-        if self.adapter_name is not None:  # a server given by URL lives on: take our adapter off it
+        # A server given by URL lives on: take our adapter off it, unless requests we abandoned may
+        # still use it (vLLM would then reload it from a folder the trainer deletes, and die).
+        if self.adapter_name is not None and not self._abandoned:
             try:
                 self._post("/v1/unload_lora_adapter", {"lora_name": self.adapter_name}, timeout_s=30)
             except SidecarError:
@@ -434,12 +437,20 @@ class VLLMSidecar:
             raise SidecarError(f"{adapter_dir} holds no adapter_config.json: save the peft adapter there first")
         name = f"v{version}"
         try:
-            self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": os.path.abspath(adapter_dir),
-                                                 "load_inplace": True}, timeout_s=300)
+            # Not "load_inplace": with it vLLM's workers re-read the files at every engine step.
+            if name in {m["id"] for m in self._get("/v1/models")["data"]}:   # left by an earlier run
+                self._post("/v1/unload_lora_adapter", {"lora_name": name}, timeout_s=300)
+            self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": os.path.abspath(adapter_dir)},
+                       timeout_s=300)
         except SidecarError as e:
             raise SidecarError(f"{e}\n(a server given by --vllm-url must run with --enable-lora and "
                                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, and see the adapter directory)") from None
         previous, self.adapter_name, self.version = self.adapter_name, name, version
+        # vLLM's workers read an adapter's files only when a request first uses it: one 1-token
+        # request makes that happen now, so the caller may delete the folder once this returns
+        # (a request left running after a SIGTERM would otherwise make vLLM die on the missing files).
+        self._complete(GenRequest([(self.eos_ids or [0])[0]], n=1, max_new_tokens=1), 1.0, None,
+                       timeout_s=self.request_timeout_s)
         if previous is not None and previous != name:
             self._post("/v1/unload_lora_adapter", {"lora_name": previous}, timeout_s=300)
 
@@ -491,6 +502,7 @@ class VLLMSidecar:
                     unanswered = self._check_responsive(what, unanswered)
             ok = True
         finally:
+            self._abandoned |= not ok
             # After an error send nothing more, and do not wait on requests a frozen server holds
             # (their threads end when close() kills the server, or at their own socket timeout).
             pool.shutdown(wait=ok, cancel_futures=True)
