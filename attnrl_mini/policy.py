@@ -120,9 +120,9 @@ def keep_4bit_weights_unpacked(model: nn.Module) -> int:
     keeps it packed. Its matmul in that layout has no backward: on a layer with a bias the LoRA update
     fails ("a view of a leaf Variable that requires grad ...", `result += bias`), on one without, the
     layer's input silently gets no gradient through the base weight. It also computes in bf16 whatever
-    the compute dtype (old and new log-probs of the toy model then differ by up to 0.03), and its
-    inverse re-quantises the scales (the weights drift a little at every round trip). So a policy that
-    is trained never packs; inference-only models (eval.py) keep the fast packed path.
+    the compute dtype, so old and new log-probs would differ (tests/test_faults_runtime.py prints by
+    how much), and its inverse re-quantises the scales, so the frozen base would drift at every
+    round trip. So a policy that is trained never packs; inference-only models (eval.py) still do.
     """
     import sys
     if "bitsandbytes" not in sys.modules:   # no 4-bit layer can exist without it
