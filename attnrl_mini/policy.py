@@ -122,7 +122,7 @@ def keep_4bit_weights_unpacked(model: nn.Module) -> int:
     layer's input silently gets no gradient through the base weight. It also computes in bf16 whatever
     the compute dtype, so old and new log-probs would differ (tests/test_faults_runtime.py prints by
     how much), and its inverse re-quantises the scales, so the frozen base would drift at every
-    round trip. So a policy that is trained never packs; inference-only models (eval.py) still do.
+    round trip. So a policy that is trained never packs; a model only used for inference still does.
     """
     import sys
     if "bitsandbytes" not in sys.modules:   # no 4-bit layer can exist without it
