@@ -2,7 +2,8 @@
 
 - `resolve_model` turns "toy", a short alias, a local directory or a hub id into a local directory,
   and fails within seconds with a sentence saying what to pass when none of them works.
-- `load_model` + `add_lora`: optional 4-bit base (QLoRA via bitsandbytes), gradient checkpointing.
+- `load_model` + `add_lora`: optional 4-bit base (QLoRA via bitsandbytes), gradient checkpointing;
+  a 4-bit base being trained keeps bitsandbytes' standard weight layout (`keep_4bit_weights_unpacked`).
 - `response_logprobs`: token log-probs of response tokens, with the LM head applied in chunks so the
   [T, vocab] logits of a long sequence are never held at once (vocab is 151,936 for Qwen2.5).
 The reference policy is `with model.disable_adapter(): ...` — no second copy of the weights.
@@ -102,12 +103,38 @@ def add_lora(model: nn.Module, rank: int, alpha: int, target_modules: str | list
         target_modules = [m.strip() for m in target_modules.split(",") if m.strip()]
     for p in model.parameters():
         p.requires_grad_(False)
+    keep_4bit_weights_unpacked(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=target_modules, lora_dropout=0.0,
                      bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, cfg)
+
+
+def keep_4bit_weights_unpacked(model: nn.Module) -> int:
+    """Stop bitsandbytes from repacking a 4-bit base into its CPU inference layout; returns the layers set.
+
+    bitsandbytes 0.50.2 (the newest release), on a CPU with AVX512-BF16, repacks a `Linear4bit` weight
+    the first time the layer runs in eval mode without grad (our scoring and sampling passes) and
+    keeps it packed. Its matmul in that layout has no backward: on a layer with a bias the LoRA update
+    fails ("a view of a leaf Variable that requires grad ...", `result += bias`), on one without, the
+    layer's input silently gets no gradient through the base weight. It also computes in bf16 whatever
+    the compute dtype, so old and new log-probs would differ (tests/test_faults_runtime.py prints by
+    how much), and its inverse re-quantises the scales, so the frozen base would drift at every
+    round trip. So a policy that is trained never packs; a model only used for inference still does.
+    """
+    import sys
+    if "bitsandbytes" not in sys.modules:   # no 4-bit layer can exist without it
+        return 0
+    from bitsandbytes.nn import Linear4bit
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    for m in layers:
+        if getattr(m.weight.quant_state, "packing_format_for_cpu", False):
+            raise RuntimeError("a 4-bit layer is already in bitsandbytes' packed CPU format (an eval pass ran "
+                               "before add_lora); load the model again and add LoRA before any forward pass")
+        m.support_avx512bf16_for_cpu = False   # bitsandbytes packs only when this is true (Linear4bit.forward)
+    return len(layers)
 
 
 def load_adapter(model: nn.Module, adapter_dir: str, trainable: bool = False) -> nn.Module:

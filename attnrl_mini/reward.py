@@ -30,6 +30,7 @@ import logging
 import multiprocessing
 import re
 import time
+import unicodedata
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
@@ -113,6 +114,29 @@ def _unwrap_text(s: str) -> str:
     return re.sub(_TEXT_COMMANDS + r"\s*\{([^{}]*)\}", r"\1", s)
 
 
+# Unicode math symbols a model (or a dataset) may write instead of LaTeX. A command gets a trailing
+# space so that "πr" does not become the unknown command "\\pir".
+_UNICODE_LATEX = {"√": "\\sqrt", "∛": "\\sqrt[3]", "π": "\\pi ", "∞": "\\infty ", "−": "-", "×": "\\times ",
+                  "·": "\\cdot ", "⋅": "\\cdot ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "±": "\\pm ",
+                  "°": "^\\circ ", "²": "^2", "³": "^3"}
+
+
+def unicode_math_to_latex(s: str) -> str:
+    """`½` -> `\\frac{1}{2}`, `√2` -> `\\sqrt2`, `√(x+1)` -> `\\sqrt{x+1}`, `π` -> `\\pi`, `−` -> `-`, ..."""
+    out = []
+    for char in s:
+        if unicodedata.name(char, "").startswith("VULGAR FRACTION"):   # ½ -> NFKC "1⁄2"
+            num, _, den = unicodedata.normalize("NFKC", char).partition("\u2044")
+            out.append(f"\\frac{{{num}}}{{{den}}}")
+        else:
+            out.append(_UNICODE_LATEX.get(char, char))
+    s = "".join(out)
+    return re.sub(r"\\sqrt(\[3\])?\(([^()]*)\)", r"\\sqrt\1{\2}", s)    # \sqrt(x+1) -> \sqrt{x+1}
+
+
+_VARIABLE = re.compile(r"[A-Za-z][A-Za-z0-9]?")   # the left side of "x = 5" (not "1 = 5")
+
+
 def normalize_answer(answer: str) -> str:
     """Canonical string form of an answer, used for the cheap exact-match test.
 
@@ -120,7 +144,7 @@ def normalize_answer(answer: str) -> str:
     MATH answers: units, degree and percent signs, a short `x =` and thousands separators are not
     part of the value (so "10,080" == "10080"; a list "100,200" would also equal "100200").
     """
-    s = answer.strip()
+    s = unicode_math_to_latex(answer).strip()
     s = s.replace("\n", "").replace("\\!", "").replace("\\,", "").replace("\\;", "")
     s = re.sub(r"(?<!\\)\\ |~", " ", s)                         # "\ " and "~" are spaces
     s = re.sub(r"\\[td]frac", r"\\frac", s)                      # \dfrac, \tfrac -> \frac
@@ -132,7 +156,7 @@ def normalize_answer(answer: str) -> str:
     s = re.sub(_TEXT_COMMANDS + r"\s*\{\s+[^{}]*\}\s*(\^\s*\{?-?\d\}?)?$", "", s)  # "10\text{ cm}^2" -> "10"
     s = _unwrap_text(s)
     s = s.strip().rstrip(".").strip()                              # "...\}$." -> "...\}"
-    if s.count("=") == 1 and len(s.split("=")[0].strip()) <= 2:    # "x = 5" -> "5"
+    if s.count("=") == 1 and _VARIABLE.fullmatch(s.split("=")[0].strip()):   # "x = 5" -> "5"
         s = s.split("=")[1]
     s = re.sub(r"\\sqrt\s*(\w)", r"\\sqrt{\1}", s)                 # \sqrt2 -> \sqrt{2}
     s = s.replace(" ", "")
@@ -161,6 +185,12 @@ def math_verify_equal(pred: str, gold: str) -> bool:
     """Math-Verify's verdict on `pred` against `gold` (both bare answers, no `\\boxed`). No timeout."""
     from math_verify import parse, verify  # imported here: the Grader's parent process never needs it
 
+    pred, gold = unicode_math_to_latex(pred), unicode_math_to_latex(gold)
+    # Math-Verify compares only the right side of an equation with a gold that is none, so "1 = 5"
+    # would answer 5. Unless the left side is a variable ("x = 5"), both sides must equal the gold.
+    if pred.count("=") == 1 and "=" not in gold and not _VARIABLE.fullmatch(pred.split("=")[0].strip()):
+        lhs, rhs = pred.split("=")
+        return math_verify_equal(lhs, gold) and math_verify_equal(rhs, gold)
     gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=None)
     pred_parsed = parse("\\boxed{" + pred + "}", parsing_timeout=None)
     if not gold_parsed or not pred_parsed:

@@ -69,6 +69,12 @@ def test_gold_answers_unwraps_boxed_and_lists():
     ("-3/4", "-\\frac{3}{4}"),
     ("\\text{(C)}", "(C)"),
     ("1,2", "1,2"),                 # not a thousands separator: stays a list of answers
+    ("1 = 5", "1=5"),               # only a variable-like left side is dropped
+    ("ab = 3", "3"),
+    ("½", "\\frac{1}{2}"),           # unicode math -> LaTeX
+    ("√2", "\\sqrt{2}"),
+    ("√(x+1)", "\\sqrt{x+1}"),
+    ("2πr", "2\\pir"),              # spaces go last, as for LaTeX input
 ])
 def test_normalize_answer(raw, normalized):
     assert normalize_answer(raw) == normalized
@@ -117,6 +123,19 @@ EQUIVALENCE_TABLE = [
     ("\\$32,\\!348", "32348", True),
     ("1000", "1,000", True),
     ("100", "1,000", False),
+    # an equation answers the gold only if its left side is a variable or equals the gold too
+    ("1=5", "5", False),
+    ("1 = 5", "5", False),
+    ("2+3=5", "5", True),
+    ("x = 5", "5", True),
+    # unicode math symbols
+    ("½", "\\frac{1}{2}", True),
+    ("¾", "0.75", True),
+    ("√2", "\\sqrt{2}", True),
+    ("2√3", "2\\sqrt{3}", True),
+    ("−3", "-3", True),
+    ("√3", "\\sqrt{2}", False),
+    ("⅓", "\\frac{1}{2}", False),
     # intervals and sets, several answers
     ("(1, 2]", "(1,2]", True),
     ("(1,2)", "(1,2]", False),

@@ -16,8 +16,14 @@ sets top-p 1, top-k off and no penalties explicitly (`--generation-config vllm` 
 generation_config.json defaults, which for some models set top-k/top-p).
 
 Lifetime: the server is started in its own process group and the whole group is killed on
-close(), at interpreter exit (atexit, also after Ctrl-C) and on SIGTERM/SIGHUP. If the trainer is
-SIGKILLed, Linux sends the server SIGTERM (PR_SET_PDEATHSIG).
+close(), at interpreter exit (atexit, also after Ctrl-C) and on SIGTERM/SIGHUP, which then unwind
+the trainer like Ctrl-C does (its `finally` blocks remove the adapter scratch folder). If the
+trainer is SIGKILLed, Linux sends the server SIGTERM (PR_SET_PDEATHSIG).
+
+A frozen server (alive but not answering, e.g. SIGSTOPped) is an error, not a silent wait: while
+completions are pending, `generate` probes the server every `health_probe_s` (a stopped process in
+a spawned server's group, or /health unanswered `health_failures` times in a row), and the whole
+call has a deadline scaled to its work (`request_timeout_s` + new tokens / `min_tokens_per_s`).
 """
 from __future__ import annotations
 
@@ -72,21 +78,30 @@ def _die_with_parent() -> None:
         pass  # not Linux: atexit and the signal handlers still cover normal exits
 
 
+def _group_states(pgid: int) -> dict[int, str] | None:
+    """{pid: state letter} of the processes in group `pgid`, read from /proc (None without /proc)."""
+    if not os.path.isdir("/proc"):
+        return None
+    states = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()   # after "pid (comm) ": state ppid pgrp ...
+        if int(fields[2]) == pgid:
+            states[int(entry)] = fields[0]
+    return states
+
+
 def group_alive(pgid: int) -> bool:
     """Is any (non-zombie) process left in process group `pgid`?"""
-    if os.path.isdir("/proc"):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(")") + 2:].split()   # after "pid (comm) ": state ppid pgrp ...
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-        return False
+    states = _group_states(pgid)
+    if states is not None:
+        return any(state != "Z" for state in states.values())
     try:
         os.killpg(pgid, 0)
         return True
@@ -94,6 +109,11 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def stopped_in_group(pgid: int) -> list[int]:
+    """The processes of group `pgid` that are stopped (SIGSTOP, Ctrl-Z, a debugger): state T or t."""
+    return [pid for pid, state in (_group_states(pgid) or {}).items() if state in ("T", "t")]
 
 
 def start_server_process(cmd: list[str], env: dict, log_path: str) -> subprocess.Popen:
@@ -114,6 +134,7 @@ def stop_server_process(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
     pgid = proc.pid  # leader of its own group: pgid == pid
     try:
         os.killpg(pgid, signal.SIGTERM)
+        os.killpg(pgid, signal.SIGCONT)   # a stopped (frozen) process acts on SIGTERM only once continued
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + grace_s
@@ -145,9 +166,11 @@ def _stop_all_servers() -> None:
 
 
 def _install_exit_handlers() -> None:
-    """atexit covers normal exit and Ctrl-C (KeyboardInterrupt unwinds to interpreter exit);
-    SIGTERM/SIGHUP would kill Python without running atexit, so they get a handler that stops the
-    servers and then does what the previous handler would have done."""
+    """atexit covers normal exit and Ctrl-C (KeyboardInterrupt unwinds to interpreter exit).
+    SIGTERM/SIGHUP would kill Python at once, without running `finally` blocks or atexit, so they
+    get a handler that stops the servers and then unwinds like Ctrl-C: it raises SystemExit with
+    status 128 + signal number (what a shell reports for a death by that signal), so the trainer's
+    cleanup (the adapter scratch folder in /dev/shm) runs. A second signal kills at once."""
     global _HANDLERS_INSTALLED
     if _HANDLERS_INSTALLED:
         return
@@ -164,9 +187,9 @@ def _install_exit_handlers() -> None:
             _stop_all_servers()
             if callable(previous):
                 previous(signum, frame)
-            else:  # default action: die of this signal, as without the handler
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
+                return
+            signal.signal(signum, signal.SIG_DFL)   # a second signal kills at once
+            raise SystemExit(128 + signum)
 
         signal.signal(signum, handler)
 
@@ -202,11 +225,15 @@ class VLLMSidecar:
                  dtype: str = "float32", device: str = "cpu", max_lora_rank: int = 16,
                  max_model_len: int = 2048, gpu_memory_utilization: float = 0.3, seed: int = 0,
                  quantization: str | None = None, enable_sleep_mode: bool = False, log_path: str = "",
-                 startup_timeout_s: float = 600.0, request_timeout_s: float = 3600.0,
+                 startup_timeout_s: float = 600.0, request_timeout_s: float = 120.0,
+                 min_tokens_per_s: float = 10.0, health_probe_s: float = 10.0, health_failures: int = 3,
                  max_concurrency: int = 64, extra_args: list[str] | None = None,
                  log: Callable[[str], None] = print):
         self.eos_ids = sorted(set(eos_token_ids)) if eos_token_ids else None
-        self.request_timeout_s = request_timeout_s
+        self.request_timeout_s = request_timeout_s    # a generate call may take this long + its tokens / ...
+        self.min_tokens_per_s = min_tokens_per_s      # ... the slowest throughput that is not a hang
+        self.health_probe_s = health_probe_s          # while waiting: probe the server this often
+        self.health_failures = health_failures        # unanswered /health probes in a row = frozen
         self.max_concurrency = max(1, int(max_concurrency))
         self.enable_sleep_mode = enable_sleep_mode
         self.log = log
@@ -216,6 +243,8 @@ class VLLMSidecar:
         self.version: int | None = None
         self.start_seconds = 0.0
         self._closed = False
+        self._abandoned = False   # a generate call ended early: its requests may still run on the server
+        _install_exit_handlers()   # SIGTERM unwinds the trainer (cleanup runs) also with a --vllm-url server
         if url:
             self.url = url.rstrip("/")
             if not self.url.startswith(("http://", "https://")):
@@ -314,6 +343,28 @@ class VLLMSidecar:
         except (urllib.error.URLError, OSError, http.client.HTTPException):
             return False
 
+    def _check_responsive(self, what: str, unanswered: int) -> int:
+        """One probe of a server we are waiting on; returns the count of unanswered /health probes in
+        a row and raises SidecarError when the server is dead, stopped, or frozen."""
+        if self.proc is not None:
+            if self.proc.poll() is not None:
+                raise self._failure(what, SidecarError("not running"))
+            stopped = stopped_in_group(self.proc.pid)
+            if stopped:
+                raise SidecarError(f"the vLLM sidecar is stopped (SIGSTOP or Ctrl-Z: process "
+                                   f"{', '.join(map(str, stopped))} in state T) during {what}; "
+                                   f"`kill -CONT {stopped[0]}` resumes it")
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=self.health_probe_s) as resp:
+                return 0 if resp.status == 200 else unanswered + 1
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            unanswered += 1
+            if unanswered >= self.health_failures:
+                raise SidecarError(
+                    f"the vLLM server at {self.url} is frozen: alive but {unanswered} /health probes in a "
+                    f"row went unanswered ({e}) during {what}") from None
+            return unanswered
+
     def close(self) -> None:
         """Stop the spawned server (never one given by URL). Safe to call more than once."""
         if self._closed:
@@ -322,7 +373,9 @@ class VLLMSidecar:
             self._closed = True
             stop_server_process(self.proc)
             return
-        if self.adapter_name is not None:  # a server given by URL lives on: take our adapter off it
+        # A server given by URL lives on: take our adapter off it, unless requests we abandoned may
+        # still use it (vLLM would then reload it from a folder the trainer deletes, and die).
+        if self.adapter_name is not None and not self._abandoned:
             try:
                 self._post("/v1/unload_lora_adapter", {"lora_name": self.adapter_name}, timeout_s=30)
             except SidecarError:
@@ -384,12 +437,20 @@ class VLLMSidecar:
             raise SidecarError(f"{adapter_dir} holds no adapter_config.json: save the peft adapter there first")
         name = f"v{version}"
         try:
-            self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": os.path.abspath(adapter_dir),
-                                                 "load_inplace": True}, timeout_s=300)
+            # Not "load_inplace": with it vLLM's workers re-read the files at every engine step.
+            if name in {m["id"] for m in self._get("/v1/models")["data"]}:   # left by an earlier run
+                self._post("/v1/unload_lora_adapter", {"lora_name": name}, timeout_s=300)
+            self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": os.path.abspath(adapter_dir)},
+                       timeout_s=300)
         except SidecarError as e:
             raise SidecarError(f"{e}\n(a server given by --vllm-url must run with --enable-lora and "
                                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, and see the adapter directory)") from None
         previous, self.adapter_name, self.version = self.adapter_name, name, version
+        # vLLM's workers read an adapter's files only when a request first uses it: one 1-token
+        # request makes that happen now, so the caller may delete the folder once this returns
+        # (a request left running after a SIGTERM would otherwise make vLLM die on the missing files).
+        self._complete(GenRequest([(self.eos_ids or [0])[0]], n=1, max_new_tokens=1), 1.0, None,
+                       timeout_s=self.request_timeout_s)
         if previous is not None and previous != name:
             self._post("/v1/unload_lora_adapter", {"lora_name": previous}, timeout_s=300)
 
@@ -416,18 +477,39 @@ class VLLMSidecar:
         results: list[list[Completion]] = [[Completion([], [], "length") for _ in range(r.n)] for r in requests]
         if not todo:
             return results
+        # The whole call's deadline grows with its work: every request may wait for all the others.
+        new_tokens = sum(requests[i].n * requests[i].max_new_tokens for i in todo)
+        timeout_s = self.request_timeout_s + new_tokens / self.min_tokens_per_s
+        what = f"generate ({len(todo)} requests, {new_tokens} new tokens at most)"
         # One HTTP request per GenRequest, many in flight: the server batches them (continuous batching).
         pool = concurrent.futures.ThreadPoolExecutor(min(self.max_concurrency, len(todo)))
+        ok = False
         try:
+            # (each HTTP request's own timeout is a later backstop: the loop below reports first)
             futures = {pool.submit(self._complete, requests[i], temperature,
-                                   None if seed is None else first_seed[i]): i for i in todo}
-            for future in concurrent.futures.as_completed(futures):
-                results[futures[future]] = future.result()  # re-raises the first error
+                                   None if seed is None else first_seed[i], timeout_s + 60): i for i in todo}
+            pending, deadline, unanswered = set(futures), time.monotonic() + timeout_s, 0
+            while pending:
+                done, pending = concurrent.futures.wait(pending, timeout=self.health_probe_s,
+                                                        return_when=concurrent.futures.FIRST_EXCEPTION)
+                for future in done:
+                    results[futures[future]] = future.result()  # re-raises the first error
+                if pending and time.monotonic() > deadline:
+                    raise SidecarError(f"the vLLM server at {self.url} did not finish {what} within "
+                                       f"{timeout_s:.0f} s (request_timeout_s {self.request_timeout_s:.0f} + "
+                                       f"{new_tokens} tokens at min_tokens_per_s {self.min_tokens_per_s:g})")
+                if pending and not done:
+                    unanswered = self._check_responsive(what, unanswered)
+            ok = True
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)   # after an error, send nothing more
+            self._abandoned |= not ok
+            # After an error send nothing more, and do not wait on requests a frozen server holds
+            # (their threads end when close() kills the server, or at their own socket timeout).
+            pool.shutdown(wait=ok, cancel_futures=True)
         return results
 
-    def _complete(self, request: GenRequest, temperature: float, seed: int | None) -> list[Completion]:
+    def _complete(self, request: GenRequest, temperature: float, seed: int | None,
+                  timeout_s: float) -> list[Completion]:
         payload = {
             "model": self.adapter_name or self.base_name,
             "prompt": [int(t) for t in request.prompt_ids],   # token ids, used as they are
@@ -441,7 +523,7 @@ class VLLMSidecar:
             payload["stop_token_ids"] = self.eos_ids
         if seed is not None:
             payload["seed"] = seed
-        response = self._post("/v1/completions", payload, timeout_s=self.request_timeout_s)
+        response = self._post("/v1/completions", payload, timeout_s=timeout_s)
         completions = []
         for choice in sorted(response["choices"], key=lambda c: c["index"]):
             token_ids = choice.get("token_ids")
@@ -471,4 +553,4 @@ class VLLMSidecar:
 
 
 __all__ = ["VLLMSidecar", "SidecarError", "adapter_scratch_dir", "start_server_process",
-           "stop_server_process", "group_alive"]
+           "stop_server_process", "group_alive", "stopped_in_group"]
