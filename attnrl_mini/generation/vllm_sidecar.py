@@ -40,7 +40,7 @@ import urllib.error
 import urllib.request
 from typing import Callable
 
-from . import Completion, GenRequest, adapter_scratch_dir, check_requests
+from . import Completion, GenRequest, adapter_scratch_dir, check_completions, check_requests
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for --max-lora-rank
 
@@ -204,8 +204,15 @@ class VLLMSidecar:
                  quantization: str | None = None, enable_sleep_mode: bool = False, log_path: str = "",
                  startup_timeout_s: float = 600.0, request_timeout_s: float = 3600.0,
                  max_concurrency: int = 64, extra_args: list[str] | None = None,
+                 vocab_size: int | None = None, padding_ids: list[int] | None = None,
                  log: Callable[[str], None] = print):
         self.eos_ids = sorted(set(eos_token_ids)) if eos_token_ids else None
+        # The vocabulary guard: prompts and completions hold only ids < vocab_size (the tokenizer's size),
+        # and every request biases the output layer's padding rows by -100 (vLLM's limit: e^-100 ~ 4e-44
+        # of their probability is left, so they are never sampled; allowed_token_ids would mask exactly
+        # but sends all 151,665 allowed ids with every request).
+        self.vocab_size = vocab_size
+        self.logit_bias = {str(int(i)): -100.0 for i in (padding_ids or [])}
         self.request_timeout_s = request_timeout_s
         self.max_concurrency = max(1, int(max_concurrency))
         self.enable_sleep_mode = enable_sleep_mode
@@ -395,7 +402,7 @@ class VLLMSidecar:
 
     def generate(self, requests: list[GenRequest], temperature: float = 1.0,
                  seed: int | None = None) -> list[list[Completion]]:
-        check_requests(requests, temperature)
+        check_requests(requests, temperature, self.vocab_size)
         if self._closed:
             raise SidecarError("the vLLM sidecar was closed; make a new one to generate")
         if self.max_model_len:
@@ -425,6 +432,7 @@ class VLLMSidecar:
                 results[futures[future]] = future.result()  # re-raises the first error
         finally:
             pool.shutdown(wait=True, cancel_futures=True)   # after an error, send nothing more
+        check_completions(results, self.vocab_size, self.name)
         return results
 
     def _complete(self, request: GenRequest, temperature: float, seed: int | None) -> list[Completion]:
@@ -439,6 +447,8 @@ class VLLMSidecar:
         }
         if self.eos_ids is not None:
             payload["stop_token_ids"] = self.eos_ids
+        if self.logit_bias:
+            payload["logit_bias"] = self.logit_bias
         if seed is not None:
             payload["seed"] = seed
         response = self._post("/v1/completions", payload, timeout_s=self.request_timeout_s)
