@@ -200,7 +200,7 @@ def sidecar(qwen_dir, tok):
 
 @requires_vllm
 def test_vllm_sampler_stays_in_the_vocabulary_only_with_the_guard(sidecar, tok):
-    from attnrl_mini.generation.vllm_sidecar import SidecarError, VLLMSidecar
+    from attnrl_mini.generation.vllm_sidecar import VLLMSidecar
     prompts = [data.encode_prompt(tok, p) for p in data.load_benchmark("math500")[:4]]
     requests = [GenRequest(p, 2, 16) for p in prompts]
     out = sidecar.generate(requests, seed=0)
@@ -210,8 +210,7 @@ def test_vllm_sampler_stays_in_the_vocabulary_only_with_the_guard(sidecar, tok):
     oov = [c.token_ids for cs in raw for c in cs if max(c.token_ids) >= N_TOKENS]
     assert oov                                                       # vLLM samples padding rows too
     prefix = oov[0][:next(i for i, t in enumerate(oov[0]) if t >= N_TOKENS) + 1]
-    with pytest.raises(SidecarError, match="out of vocabulary"):     # and then refuses them back (vllm#13175)
-        unguarded.generate([GenRequest(prompts[0] + prefix, 1, 4)])
+    assert tok.decode([9707] + prefix[-1:]) == "Hello"               # the text silently loses such an id
     with pytest.raises(ValueError, match="beyond the tokenizer's 151665 tokens"):  # the guard never sends it
         sidecar.generate([GenRequest(prompts[0] + prefix, 1, 4)])
 
