@@ -117,6 +117,16 @@ def test_prompt_ids_are_the_papers_template_through_qwen25_math_chat_template(to
     assert ids[-3:] == GENIEX_IDS[-3:]                      # "<|im_start|>assistant\n", published ids
 
 
+def test_the_prompt_length_filter_agrees_with_tokenising(tok):
+    """data.prompt_fits skips tokenising prompts of at most max_tokens bytes; same verdicts."""
+    with gzip.open(os.path.join(ROOT, "data", "dapo_math_train.jsonl.gz"), "rt") as f:
+        problems = [data.Problem(str(i), json.loads(next(f))["problem"], "1", "dapo") for i in range(200)]
+    for max_tokens in (120, 200):
+        verdicts = [data.prompt_fits(tok, p, max_tokens) for p in problems]
+        assert verdicts == [len(data.encode_prompt(tok, p)) <= max_tokens for p in problems]
+        assert 0 < sum(verdicts) < len(problems)
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. Steps on real tokens (algorithm.md §a)
 
@@ -238,12 +248,13 @@ def _train(qwen_dir, out, *extra):
            "--steps", "2", "--prompts-per-step", "2", "--n-initial", "3", "--max-prompt-tokens", "1024",
            "--max-response-tokens", "12", "--eval-problems", "2", "--eval-every", "2", "--save-every", "2",
            "--min-branch-gap", "2", "--min-branch-start", "0", "--fci-delta", "1", "--lora-rank", "8",
-           "--lora-alpha", "16", "--threads", "1", "--lr", "1e-4", *extra]
+           "--lora-alpha", "16", "--threads", "1", "--lr", "1e-4",
+           "--zero-adv-filter", "false", "--dynamic-batch", "false", *extra]   # a random model gets every reward 0
     proc = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [0, 1, 2]
-    assert all(r["generated_tokens"] > 0 for r in rows[1:])
+    assert all(r["generated_tokens"] > 0 and r["optimizer_steps"] > 0 for r in rows[1:])
     assert sum(r.get("branch_prefixes", 0) for r in rows) > 0        # prefixes were sent back to the sampler
     assert os.path.exists(out / "checkpoints" / "step_000002" / "adapter" / "adapter_model.safetensors")
     return rows
