@@ -131,19 +131,6 @@ def load_ranks(path: str | None = None) -> dict[bytes, int]:
     return ranks
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character map that byte-level BPE vocabularies are written in."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return chars
-
-
 def vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Byte-level BPE vocab + merges equivalent to tiktoken's rank-ordered merging.
 
@@ -151,7 +138,8 @@ def vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tupl
     equivalent merge list: for every token, each split into two tokens of the vocabulary, ordered by
     the rank of the merged token (ties by the parts' ranks).
     """
-    to_unicode = _bytes_to_unicode()
+    from attnrl_mini.toy.tokenizer import bytes_to_unicode   # GPT-2's byte -> printable character table
+    to_unicode = bytes_to_unicode()
     as_text = lambda b: "".join(to_unicode[x] for x in b)   # noqa: E731
     vocab = {as_text(token): rank for token, rank in ranks.items()}
     merges = []

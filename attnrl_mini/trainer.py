@@ -565,9 +565,8 @@ def train(cfg: Config, resume: bool = False) -> list[dict]:
         eval_problems = data.load_problems(cfg.eval_data or data.BENCHMARKS["math500"])[:cfg.eval_problems]
         encode = lambda p: data.encode_prompt(tok, p)   # noqa: E731
     n_all = len(train_problems)
-    fits = (lambda p: len(encode(p)) <= cfg.max_prompt_tokens) if is_toy else \
-        (lambda p: data.prompt_fits(tok, p, cfg.max_prompt_tokens))   # noqa: E731
-    train_problems = [p for p in train_problems if fits(p)]           # release: overlong prompts filtered
+    # release: overlong prompts filtered
+    train_problems = [p for p in train_problems if data.prompt_fits(tok, p, cfg.max_prompt_tokens)]
     if not train_problems:
         raise ValueError(f"no training problem fits max_prompt_tokens={cfg.max_prompt_tokens}")
 

@@ -57,7 +57,7 @@ def check_requests(requests: list[GenRequest], temperature: float, vocab_size: i
     """Raise a ValueError that names the bad request; shared by both backends.
 
     vocab_size: the tokenizer's size. A prompt holding an id >= it (a padding row of the output
-    layer, which no tokenizer decodes and vLLM refuses) is never sent."""
+    layer, which the tokenizer cannot decode) is never sent."""
     if not isinstance(requests, (list, tuple)):
         raise ValueError(f"generate() takes a list of GenRequest, got {type(requests).__name__}")
     if not (temperature >= 0.0 and math.isfinite(temperature)):
@@ -80,8 +80,9 @@ def check_requests(requests: list[GenRequest], temperature: float, vocab_size: i
 
 
 def check_completions(results: list[list[Completion]], vocab_size: int | None, backend: str) -> None:
-    """Raise if a sampler returned an id >= the tokenizer's size: it would be stored, decoded as
-    nothing, and refused by vLLM when sent back as a branch prefix."""
+    """Raise if a sampler returned an id >= the tokenizer's size: it would be stored, vanish from
+    the decoded text that is graded, and go back to the sampler in a branch prefix (older vLLM
+    refuses such a prompt, vllm#13175; 0.32 accepts it)."""
     if vocab_size is None:
         return
     for i, completions in enumerate(results):
@@ -251,5 +252,4 @@ def make_generator(kind: str, *, tokenizer, model_dir: str, model=None, dtype: s
 
 
 __all__ = ["GenRequest", "Completion", "Generator", "check_requests", "check_completions", "output_rows",
-           "eos_token_ids",
-           "logprob_mismatch", "adapter_scratch_dir", "vllm_available", "make_generator"]
+           "eos_token_ids", "logprob_mismatch", "adapter_scratch_dir", "vllm_available", "make_generator"]
