@@ -122,7 +122,7 @@ def load_ranks(path: str | None = None) -> dict[bytes, int]:
     """The BPE ranks: one `base64(token bytes) rank` per line; rank = token id."""
     ranks = {}
     with open(path or tiktoken_file(), "rb") as f:
-        for line_number, line in enumerate(f, start=1):
+        for line in f:
             if line.strip():
                 token, rank = line.split()
                 ranks[base64.b64decode(token)] = int(rank)
