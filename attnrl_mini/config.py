@@ -93,6 +93,8 @@ class Config:
     vllm_url: str = ""                 # use a server the user started instead of a sidecar
     gpu_memory_utilization: float = 0.3
     vllm_sleep: bool = False           # put the sidecar to sleep while the trainer works
+    vocab_guard: bool = opt(True, "samplers never emit ids beyond the tokenizer's vocabulary (the output layer's "
+                                  "padding rows; the release's vLLM can), and no prefix holding one is sent")
 
     # --- evaluation and outputs ---
     eval_every: int = 20

@@ -576,7 +576,8 @@ def train(cfg: Config, resume: bool = False) -> list[dict]:
         eval_problems = data.load_problems(cfg.eval_data or data.BENCHMARKS["math500"])[:cfg.eval_problems]
         encode = lambda p: data.encode_prompt(tok, p)   # noqa: E731
     n_all = len(train_problems)
-    train_problems = [p for p in train_problems if len(encode(p)) <= cfg.max_prompt_tokens]  # release: overlong prompts filtered
+    # release: overlong prompts filtered
+    train_problems = [p for p in train_problems if data.prompt_fits(tok, p, cfg.max_prompt_tokens)]
     if not train_problems:
         raise ValueError(f"no training problem fits max_prompt_tokens={cfg.max_prompt_tokens}")
 
@@ -596,7 +597,7 @@ def train(cfg: Config, resume: bool = False) -> list[dict]:
         cfg.generator, tokenizer=tok, model_dir=model_dir, model=model, dtype=cfg.dtype, device=str(device),
         max_lora_rank=cfg.lora_rank, max_model_len=cfg.max_prompt_tokens + cfg.max_response_tokens,
         gpu_memory_utilization=cfg.gpu_memory_utilization, vllm_url=cfg.vllm_url, seed=cfg.seed, log=log,
-        load_in_4bit=cfg.load_in_4bit)
+        load_in_4bit=cfg.load_in_4bit, vocab_guard=cfg.vocab_guard)
     log(f"[attnrl] model {model_dir} | algo {cfg.algo} | generator {generator.name} | device {device} | "
         f"{len(train_problems)}/{n_all} training problems fit | out {cfg.out}")
 

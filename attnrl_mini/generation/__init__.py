@@ -53,8 +53,11 @@ class Generator(Protocol):
         ...
 
 
-def check_requests(requests: list[GenRequest], temperature: float) -> None:
-    """Raise a ValueError that names the bad request; shared by both backends."""
+def check_requests(requests: list[GenRequest], temperature: float, vocab_size: int | None = None) -> None:
+    """Raise a ValueError that names the bad request; shared by both backends.
+
+    vocab_size: the tokenizer's size. A prompt holding an id >= it (a padding row of the output
+    layer, which the tokenizer cannot decode) is never sent."""
     if not isinstance(requests, (list, tuple)):
         raise ValueError(f"generate() takes a list of GenRequest, got {type(requests).__name__}")
     if not (temperature >= 0.0 and math.isfinite(temperature)):
@@ -66,10 +69,40 @@ def check_requests(requests: list[GenRequest], temperature: float) -> None:
             raise ValueError(f"request {i} has an empty prompt; a prompt needs at least one token")
         if not all(isinstance(t, numbers.Integral) and t >= 0 for t in r.prompt_ids):
             raise ValueError(f"request {i}: prompt_ids must be non-negative ints (token ids)")
+        if vocab_size is not None and max(r.prompt_ids) >= vocab_size:
+            position = next(p for p, t in enumerate(r.prompt_ids) if t >= vocab_size)
+            raise ValueError(f"request {i}: prompt token {position} is id {r.prompt_ids[position]}, beyond the "
+                             f"tokenizer's {vocab_size} tokens (a padding row of the output layer); not sent")
         if not (isinstance(r.n, int) and r.n >= 1):
             raise ValueError(f"request {i}: n must be an int >= 1, got {r.n!r}")
         if not (isinstance(r.max_new_tokens, int) and r.max_new_tokens >= 0):
             raise ValueError(f"request {i}: max_new_tokens must be an int >= 0, got {r.max_new_tokens!r}")
+
+
+def check_completions(results: list[list[Completion]], vocab_size: int | None, backend: str) -> None:
+    """Raise if a sampler returned an id >= the tokenizer's size: it would be stored, vanish from
+    the decoded text that is graded, and go back to the sampler in a branch prefix (older vLLM
+    refuses such a prompt, vllm#13175; 0.32 accepts it)."""
+    if vocab_size is None:
+        return
+    for i, completions in enumerate(results):
+        for c in completions:
+            if c.token_ids and max(c.token_ids) >= vocab_size:
+                raise RuntimeError(f"the {backend} sampler returned token id {max(c.token_ids)} for request {i}, "
+                                   f"beyond the tokenizer's {vocab_size} tokens; the vocabulary guard failed")
+
+
+def output_rows(model_dir: str = "", model=None) -> int | None:
+    """Rows of the model's output layer (config vocab_size): 151,936 for Qwen2.5, whose tokenizer
+    has 151,665 tokens; the extra rows are padding."""
+    path = os.path.join(model_dir, "config.json") if model_dir else ""
+    if path and os.path.isfile(path):
+        with open(path) as f:
+            rows = json.load(f).get("vocab_size")
+        if rows is not None:
+            return int(rows)
+    rows = getattr(getattr(model, "config", None), "vocab_size", None)
+    return int(rows) if rows is not None else None
 
 
 def eos_token_ids(tokenizer=None, model_dir: str = "", model=None) -> list[int]:
@@ -154,23 +187,30 @@ def make_generator(kind: str, *, tokenizer, model_dir: str, model=None, dtype: s
                    device: str = "cpu", max_lora_rank: int = 16, max_model_len: int = 2048,
                    gpu_memory_utilization: float = 0.3, vllm_url: str = "", seed: int = 0,
                    log: Callable[[str], None] = print, load_in_4bit: bool = False,
-                   server_log: str = "", enable_sleep_mode: bool = False) -> Generator:
+                   server_log: str = "", enable_sleep_mode: bool = False, vocab_guard: bool = True) -> Generator:
     """Build the sampling backend. kind: "auto" | "vllm" | "hf".
 
     "hf" samples from the in-process `model` (the trainer's live peft model: updates are seen at
     once). "vllm" starts the sidecar on `model_dir` (or connects to `vllm_url`) and raises if it
     cannot; it never falls back. "auto" takes vLLM when it is installed (or a URL is given),
     else HF, and says which in one `log` line (also when a failed sidecar start sends it to HF).
+
+    vocab_guard: both backends sample only ids < len(tokenizer) (HF: those logits are set to -inf;
+    vLLM: a logit bias of -100, its maximum, on the output layer's padding rows), never send a
+    prompt holding a larger id, and raise if one comes back anyway.
     """
     if kind not in ("auto", "vllm", "hf"):
         raise ValueError(f"unknown generator {kind!r}; choose auto, vllm or hf")
     eos_ids = eos_token_ids(tokenizer, model_dir, model)
+    vocab_size = len(tokenizer) if vocab_guard and hasattr(tokenizer, "__len__") else None  # len = base + added tokens
+    rows = output_rows(model_dir, model)
+    padding_ids = list(range(vocab_size, rows)) if vocab_size is not None and rows is not None else []
 
     def build_hf() -> Generator:
         if model is None:
             raise ValueError("the hf generator samples from the trainer's model: pass model=")
         from .hf import HFGenerator
-        return HFGenerator(model, tokenizer, eos_token_ids=eos_ids)
+        return HFGenerator(model, tokenizer, eos_token_ids=eos_ids, vocab_size=vocab_size)
 
     def build_vllm() -> Generator:
         from .vllm_sidecar import VLLMSidecar
@@ -186,7 +226,8 @@ def make_generator(kind: str, *, tokenizer, model_dir: str, model=None, dtype: s
                            max_lora_rank=max_lora_rank, max_model_len=max_model_len,
                            gpu_memory_utilization=gpu_memory_utilization, seed=seed,
                            quantization=quantization, log_path=server_log,
-                           enable_sleep_mode=enable_sleep_mode, log=log)
+                           enable_sleep_mode=enable_sleep_mode, vocab_size=vocab_size,
+                           padding_ids=padding_ids, log=log)
 
     if kind == "hf":
         return build_hf()
@@ -210,5 +251,5 @@ def make_generator(kind: str, *, tokenizer, model_dir: str, model=None, dtype: s
     return generator
 
 
-__all__ = ["GenRequest", "Completion", "Generator", "check_requests", "eos_token_ids",
-           "logprob_mismatch", "adapter_scratch_dir", "vllm_available", "make_generator"]
+__all__ = ["GenRequest", "Completion", "Generator", "check_requests", "check_completions", "output_rows",
+           "eos_token_ids", "logprob_mismatch", "adapter_scratch_dir", "vllm_available", "make_generator"]

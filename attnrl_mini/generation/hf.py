@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import Completion, GenRequest, check_requests
+from . import Completion, GenRequest, check_completions, check_requests
 from . import eos_token_ids as default_eos_token_ids
 
 
@@ -24,8 +24,11 @@ class HFGenerator:
     name = "hf"
 
     def __init__(self, model, tokenizer, *, eos_token_ids: list[int] | None = None,
-                 pad_token_id: int | None = None, batch_size: int = 64):
+                 pad_token_id: int | None = None, batch_size: int = 64, vocab_size: int | None = None):
         self.model = model
+        # Ids >= vocab_size (the tokenizer's size) are padding rows of the output layer (Qwen2.5: 151,936
+        # rows, 151,665 tokens): their logits are set to -inf, so they are never sampled. None = no guard.
+        self.vocab_size = vocab_size
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -47,7 +50,7 @@ class HFGenerator:
 
     def generate(self, requests: list[GenRequest], temperature: float = 1.0,
                  seed: int | None = None) -> list[list[Completion]]:
-        check_requests(requests, temperature)
+        check_requests(requests, temperature, self.vocab_size)
         # One row per sample. Rows are sorted by their budget so a chunk's rows stop at similar times.
         rows = [(i, r.prompt_ids, r.max_new_tokens) for i, r in enumerate(requests) for _ in range(r.n)]
         order = sorted(range(len(rows)), key=lambda k: (-rows[k][2], -len(rows[k][1])))
@@ -70,6 +73,7 @@ class HFGenerator:
             self.model.train(was_training)
         for k, (i, _, _) in enumerate(rows):  # rows of a request are contiguous: keep their order
             results[i].append(by_row[k])
+        check_completions(results, self.vocab_size, self.name)
         return results
 
     @torch.no_grad()
@@ -98,6 +102,8 @@ class HFGenerator:
                          use_cache=True, logits_to_keep=1)
         cache, logits = out.past_key_values, out.logits[:, -1, :]                       # [B, V]
         for t in range(max(limits)):
+            if self.vocab_size is not None and logits.shape[-1] > self.vocab_size:
+                logits[:, self.vocab_size:] = float("-inf")                             # padding rows
             if temperature > 0:
                 step_logprobs = F.log_softmax(logits.float() / temperature, dim=-1)     # [B, V]
                 next_token = torch.multinomial(step_logprobs.exp(), 1, generator=generator).squeeze(1)  # [B]

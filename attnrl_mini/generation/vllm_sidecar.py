@@ -46,7 +46,7 @@ import urllib.error
 import urllib.request
 from typing import Callable
 
-from . import Completion, GenRequest, adapter_scratch_dir, check_requests
+from . import Completion, GenRequest, adapter_scratch_dir, check_completions, check_requests
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for --max-lora-rank
 
@@ -228,12 +228,19 @@ class VLLMSidecar:
                  startup_timeout_s: float = 600.0, request_timeout_s: float = 120.0,
                  min_tokens_per_s: float = 10.0, health_probe_s: float = 10.0, health_failures: int = 3,
                  max_concurrency: int = 64, extra_args: list[str] | None = None,
+                 vocab_size: int | None = None, padding_ids: list[int] | None = None,
                  log: Callable[[str], None] = print):
         self.eos_ids = sorted(set(eos_token_ids)) if eos_token_ids else None
         self.request_timeout_s = request_timeout_s    # a generate call may take this long + its tokens / ...
         self.min_tokens_per_s = min_tokens_per_s      # ... the slowest throughput that is not a hang
         self.health_probe_s = health_probe_s          # while waiting: probe the server this often
         self.health_failures = health_failures        # unanswered /health probes in a row = frozen
+        # The vocabulary guard: prompts and completions hold only ids < vocab_size (the tokenizer's size),
+        # and every request biases the output layer's padding rows by -100 (vLLM's limit: e^-100 ~ 4e-44
+        # of their probability is left, so they are never sampled; allowed_token_ids would mask exactly
+        # but sends all 151,665 allowed ids with every request).
+        self.vocab_size = vocab_size
+        self.logit_bias = {str(int(i)): -100.0 for i in (padding_ids or [])}
         self.max_concurrency = max(1, int(max_concurrency))
         self.enable_sleep_mode = enable_sleep_mode
         self.log = log
@@ -456,7 +463,7 @@ class VLLMSidecar:
 
     def generate(self, requests: list[GenRequest], temperature: float = 1.0,
                  seed: int | None = None) -> list[list[Completion]]:
-        check_requests(requests, temperature)
+        check_requests(requests, temperature, self.vocab_size)
         if self._closed:
             raise SidecarError("the vLLM sidecar was closed; make a new one to generate")
         if self.max_model_len:
@@ -506,6 +513,7 @@ class VLLMSidecar:
             # After an error send nothing more, and do not wait on requests a frozen server holds
             # (their threads end when close() kills the server, or at their own socket timeout).
             pool.shutdown(wait=ok, cancel_futures=True)
+        check_completions(results, self.vocab_size, self.name)
         return results
 
     def _complete(self, request: GenRequest, temperature: float, seed: int | None,
@@ -521,6 +529,8 @@ class VLLMSidecar:
         }
         if self.eos_ids is not None:
             payload["stop_token_ids"] = self.eos_ids
+        if self.logit_bias:
+            payload["logit_bias"] = self.logit_bias
         if seed is not None:
             payload["seed"] = seed
         response = self._post("/v1/completions", payload, timeout_s=timeout_s)
