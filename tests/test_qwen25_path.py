@@ -27,8 +27,8 @@ PAD_BOOST = 6.0   # padding rows' logits raised by ~6 nats: 8-30% of each next-t
 
 # Real Qwen2.5 ids of fixed strings, as published by others (copied here; their files are not used).
 # Stanford CS336 assignment 5 (github.com/stanford-cs336/assignment5-alignment, commit a016aff9,
-# tests/_snapshots/test_tokenize_prompt_and_output.npz: the input_ids/labels of
-# `AutoTokenizer.from_pretrained(<Qwen2.5-Math-1.5B>)` on the strings of tests/conftest.py, padded with 151643).
+# its snapshot test_tokenize_prompt_and_output.npz: the input_ids/labels of
+# `AutoTokenizer.from_pretrained(<Qwen2.5-Math-1.5B>)` on the strings of its conftest.py, padded with 151643).
 CS336_IDS = {"Hello, world!": [9707, 11, 1879, 0],
              "This is a test.": [1986, 374, 264, 1273, 13],
              "This is another test.": [1986, 374, 2441, 1273, 13]}
@@ -64,7 +64,7 @@ def tok(qwen_dir):
 
 @pytest.fixture(scope="module")
 def step_vocab(tok):
-    """(S2, S1) of algorithm.md §a: ids whose text holds "\n\n" / "\n" (each decodes 151,643 ids)."""
+    """(S2, S1) of docs/algorithm.md §a: ids whose text holds "\n\n" / "\n" (each decodes 151,643 ids)."""
     return separator_token_ids(tok), newline_token_ids(tok)
 
 
@@ -134,7 +134,7 @@ def test_the_prompt_length_filter_agrees_with_tokenising(tok):
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. Steps on real tokens (algorithm.md §a)
+# 2. Steps on real tokens (docs/algorithm.md §a)
 
 def test_the_separator_vocabulary_holds_the_merged_newline_tokens(tok, step_vocab):
     sep, nl = step_vocab
