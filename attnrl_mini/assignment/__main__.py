@@ -35,7 +35,10 @@ def main(argv=None) -> int:
         print(table(scores))
         return 0
     if args.cmd == "check":
-        from .check import check
+        try:
+            from .check import check
+        except ModuleNotFoundError as err:   # a student copy has no planted bugs
+            sys.exit(f"error: `check` needs the instructor's repository ({err})")
         return 0 if check(run_e2e=not args.no_e2e) else 1
     from . import e2e
     result = e2e.run_part(args.part, args.length)
