@@ -14,8 +14,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from .registry import PARTS
+
 REFERENCE_FILE = os.path.join(os.path.dirname(__file__), "e2e_reference.json")
-ALGO_OF_PART = {"A": "grpo", "B": "treerl", "C": "attnrl"}
 # Per-step metrics compared with the reference run, and how far they may drift (sampling outcomes
 # are counts, so once the log-probs differ the samples do too and these jump).
 COMPARED = {"reward": 1e-9, "train_accuracy": 1e-9, "sequences_trained": 0, "pg_loss": 1e-4, "eval_accuracy": 1e-9}
@@ -25,8 +26,7 @@ COMPARED = {"reward": 1e-9, "train_accuracy": 1e-9, "sequences_trained": 0, "pg_
 class E2EConfig:
     steps: int
     eval_problems: int
-    min_gain: float          # held-out accuracy points (fraction) the run must gain, step 0 -> last step
-    overrides: tuple = ()    # extra Config fields (name, value) on top of the toy preset and --algo
+    min_gain: float          # held-out accuracy (a fraction) the run must gain, step 0 -> last step
 
 
 # min_gain was set from reference runs measured before it was chosen (README "Teaching with attnrl-mini").
@@ -37,9 +37,9 @@ LENGTHS: dict[str, dict[str, E2EConfig]] = {
         "C": E2EConfig(steps=5, eval_problems=200, min_gain=0.0),
     },
     "full": {
-        "A": E2EConfig(steps=30, eval_problems=500, min_gain=0.0),
-        "B": E2EConfig(steps=12, eval_problems=500, min_gain=0.0),
-        "C": E2EConfig(steps=12, eval_problems=500, min_gain=0.0),
+        "A": E2EConfig(steps=20, eval_problems=500, min_gain=0.0),
+        "B": E2EConfig(steps=8, eval_problems=500, min_gain=0.0),
+        "C": E2EConfig(steps=8, eval_problems=500, min_gain=0.0),
     },
 }
 
@@ -68,7 +68,7 @@ class E2EResult:
         ref = ("no reference recorded" if self.diverged_at is None and not self.divergence else
                f"leaves the reference run at step {self.diverged_at} ({self.divergence})" if self.diverged_at is not None
                else "identical to the reference run at every step")
-        return (f"part {self.part} ({ALGO_OF_PART[self.part]}, {self.length}): held-out accuracy "
+        return (f"part {self.part} ({PARTS[self.part].algo}, {self.length}): held-out accuracy "
                 f"{100 * self.accuracy_start:.1f}% -> {100 * self.accuracy_end:.1f}% "
                 f"(gain {100 * self.gain:+.1f} points, needs >= {100 * self.min_gain:+.1f}) in {self.seconds:.0f} s; "
                 f"{ref} -> {'PASS' if self.passed else 'FAIL'}")
@@ -82,7 +82,7 @@ def run_part(part: str, length: str = "ci") -> E2EResult:
     spec = LENGTHS[length][part]
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix=f"e2e_{part}_") as out:
-        cfg = make_config("toy", **algo_overrides(ALGO_OF_PART[part]), **dict(spec.overrides), algo=ALGO_OF_PART[part],
+        cfg = make_config("toy", **algo_overrides(PARTS[part].algo), algo=PARTS[part].algo,
                           steps=spec.steps, eval_every=spec.steps, eval_problems=spec.eval_problems,
                           save_every=10 ** 6, dump_trees=0, out=out)
         train(cfg)
