@@ -22,7 +22,13 @@ def main(argv=None) -> int:
     e.add_argument("--length", default="ci", choices=["ci", "full"])
     e.add_argument("--record", action="store_true", help="store this run as the reference (reference code only)")
     args = p.parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, FileExistsError, FileNotFoundError) as err:   # bad input: one line, no traceback
+        sys.exit(f"error: {err}")
 
+
+def _run(args) -> int:
     if args.cmd == "build":
         from .build import build
         summary = build(args.out, args.parts, args.overlay)

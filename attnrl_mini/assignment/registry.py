@@ -54,7 +54,7 @@ class Exercise:
     def message(self) -> str:
         """The text of the student copy's NotImplementedError."""
         eq = f" ({self.equation})" if self.equation else ""
-        return f"Exercise {self.id}{eq}: {self.title} - implement {self.function} in {self.module}, see HANDOUT.md"
+        return f"Exercise {self.id}{eq}: {self.title} - implement {self.function} in {self.module}, see the handout"
 
 
 EXERCISES: list[Exercise] = [
