@@ -100,7 +100,7 @@ def _algorithm_section(letter: str) -> str:
         return ""
     with open(path) as f:
         for line in f:
-            if line.startswith("#") and re.search(rf"§{letter[-1]}\b", line):
+            if re.match(rf"#+\s*§?{letter[-1]}[.)]?\s", line):      # "## b. Attention ..." or "## §b ..."
                 return line.lstrip("#").strip()
     return ""
 
