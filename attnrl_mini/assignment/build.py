@@ -113,7 +113,7 @@ def handout(parts: list[str]) -> str:
            "`NotImplementedError(\"Exercise <id> ...\")` where the code is missing. The docstrings above each",
            "missing body say what to compute; `docs/algorithm.md` explains the algorithm section by section.",
            "", "```bash",
-           "python -m pytest tests/graded -q                    # the graded tests (tests/graded/test_part_<x>.py)",
+           "python -m pytest tests/graded -q                    # the graded tests (tests/graded/)",
            "python -m pytest tests/graded -q -k c2              # one exercise's tests",
            "python -m attnrl_mini.assignment grade .            # score table + results.json",
            "python -m attnrl_mini.assignment e2e --part A       # a part's end-to-end check (toy training run)",

@@ -33,7 +33,7 @@ class Exercise:
     points: int
     equation: str                 # "Eq. 5", or "" when the paper has none for it
     section: str                  # docs/algorithm.md section letter(s): "§b"
-    tests: tuple[str, ...]        # graded test functions (tests/graded/test_part_<part>.py::<name>)
+    tests: tuple[str, ...]        # graded test function names, in the test file of its part
     handout: str                  # what to write, for the handout
     depends_on: tuple[str, ...] = ()   # exercises its reference calls (its graded tests patch in plain versions)
     challenge: bool = False
