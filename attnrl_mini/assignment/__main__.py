@@ -11,7 +11,7 @@ def main(argv=None) -> int:
     b = sub.add_parser("build", help="write a student copy")
     b.add_argument("--out", required=True, help="a new directory for the copy")
     b.add_argument("--parts", default="A,B,C", help="parts whose exercises are stubbed (default A,B,C)")
-    b.add_argument("--overlay", default=None, help="a folder of hidden tests, copied into tests/hidden/")
+    b.add_argument("--overlay", default=None, help="a folder of hidden tests (named test_<id>_...), copied into the copy")
     g = sub.add_parser("grade", help="grade a copy: terminal table + results.json")
     g.add_argument("dir", help="the copy (a directory built by `build`)")
     g.add_argument("--results", default=None, help="where to write results.json (default DIR/results.json)")

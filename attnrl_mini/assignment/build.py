@@ -1,6 +1,6 @@
 """Write a student copy: the package with the chosen exercises' regions replaced by a raise, the
 graded tests, a HANDOUT.md generated from the registry and the docs, and (optionally) an overlay
-of the instructor's hidden tests in tests/hidden/."""
+of the instructor's hidden tests (in the copy's folder HIDDEN_TESTS)."""
 from __future__ import annotations
 
 import ast
@@ -14,9 +14,11 @@ from .regions import find_regions, stub_source
 from .registry import EXERCISES, PARTS, exercises_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GRADED_TESTS = os.path.join("tests", "graded")
+HIDDEN_TESTS = os.path.join("tests", "hidden")
 # What a student copy holds (relative to the repository root). planted.py holds solution text.
 COPIED = ["attnrl_mini", "train.py", "eval.py", "requirements.txt", "requirements-cpu.txt", "requirements-cuda.txt",
-          "scripts", "docs", "tests/graded", "README.md"]
+          "scripts", "docs", GRADED_TESTS, "README.md"]
 PRIVATE = {os.path.join("attnrl_mini", "assignment", "planted.py")}
 MANIFEST = "assignment.json"     # in the copy: which parts it asks for (grade reads it)
 
@@ -59,7 +61,7 @@ def build(out: str, parts: str = "A,B,C", overlay: str | None = None) -> dict:
         raise ValueError(f"no solution region found for exercise(s) {', '.join(missing)}")
     n_hidden = 0
     if overlay is not None:
-        dest = os.path.join(out, "tests", "hidden")
+        dest = os.path.join(out, HIDDEN_TESTS)
         shutil.copytree(overlay, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         n_hidden = sum(name.startswith("test") and name.endswith(".py") for _, _, fs in os.walk(dest) for name in fs)
     letters = sorted({e.part for e in chosen})
@@ -95,7 +97,7 @@ def _signature_and_docstring(module: str, qualname: str) -> tuple[str, str]:
 
 def _algorithm_section(letter: str) -> str:
     """The heading of docs/algorithm.md's section §<letter>, when the file is there."""
-    path = os.path.join(REPO, "docs", "algorithm.md")
+    path = os.path.join(REPO, "docs/algorithm.md")
     if not os.path.exists(path):
         return ""
     with open(path) as f:

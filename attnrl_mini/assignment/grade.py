@@ -10,7 +10,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from .build import MANIFEST
+from .build import GRADED_TESTS, HIDDEN_TESTS, MANIFEST
 from .registry import BY_ID, EXERCISES, exercise_of_test
 
 
@@ -36,10 +36,10 @@ class ExerciseScore:
 
 
 def run_tests(copy_dir: str, timeout: float = 900.0) -> list[TestOutcome]:
-    """pytest on the copy's tests/graded (+ tests/hidden), in a subprocess that imports the copy's package."""
-    dirs = [d for d in ("tests/graded", "tests/hidden") if os.path.isdir(os.path.join(copy_dir, d))]
-    if not dirs:
-        raise FileNotFoundError(f"{copy_dir} has no tests/graded directory (is it a copy built by `assignment build`?)")
+    """pytest on the copy's graded (and hidden) tests, in a subprocess that imports the copy's package."""
+    dirs = [d for d in (GRADED_TESTS, HIDDEN_TESTS) if os.path.isdir(os.path.join(copy_dir, d))]
+    if GRADED_TESTS not in dirs:
+        raise FileNotFoundError(f"{copy_dir} has no {GRADED_TESTS} folder (is it a copy built by `assignment build`?)")
     with tempfile.TemporaryDirectory() as tmp:
         xml_path = os.path.join(tmp, "junit.xml")
         env = {**os.environ, "PYTHONPATH": os.path.abspath(copy_dir), "HF_HUB_OFFLINE": "1",

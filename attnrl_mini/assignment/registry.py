@@ -44,7 +44,7 @@ class Exercise:
 
     @property
     def test_file(self) -> str:
-        return f"tests/graded/test_part_{self.part.lower()}.py"
+        return "/".join(("tests", "graded", f"test_part_{self.part.lower()}.py"))
 
     @property
     def node_ids(self) -> list[str]:
