@@ -29,12 +29,13 @@ class E2EConfig:
     min_gain: float          # held-out accuracy (a fraction) the run must gain, step 0 -> last step
 
 
-# min_gain was set from reference runs measured before it was chosen (README "Teaching with attnrl-mini").
+# min_gain was set after the reference runs recorded in e2e_reference.json, at about half their gain.
+# The 10-step GRPO run gains nothing measurable (+0.0 points), so its CI threshold only catches a collapse.
 LENGTHS: dict[str, dict[str, E2EConfig]] = {
     "ci": {
-        "A": E2EConfig(steps=10, eval_problems=200, min_gain=0.0),
-        "B": E2EConfig(steps=5, eval_problems=200, min_gain=0.0),
-        "C": E2EConfig(steps=5, eval_problems=200, min_gain=0.0),
+        "A": E2EConfig(steps=10, eval_problems=200, min_gain=-0.02),
+        "B": E2EConfig(steps=5, eval_problems=200, min_gain=0.015),
+        "C": E2EConfig(steps=5, eval_problems=200, min_gain=0.015),
     },
     "full": {
         "A": E2EConfig(steps=20, eval_problems=500, min_gain=0.0),
