@@ -38,9 +38,9 @@ LENGTHS: dict[str, dict[str, E2EConfig]] = {
         "C": E2EConfig(steps=5, eval_problems=200, min_gain=0.015),
     },
     "full": {
-        "A": E2EConfig(steps=20, eval_problems=500, min_gain=0.0),
-        "B": E2EConfig(steps=8, eval_problems=500, min_gain=0.0),
-        "C": E2EConfig(steps=8, eval_problems=500, min_gain=0.0),
+        "A": E2EConfig(steps=20, eval_problems=500, min_gain=0.045),
+        "B": E2EConfig(steps=8, eval_problems=500, min_gain=0.07),
+        "C": E2EConfig(steps=8, eval_problems=500, min_gain=0.07),
     },
 }
 
