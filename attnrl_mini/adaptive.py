@@ -36,6 +36,7 @@ def branch_count(accuracy: float, G: int = 6, rule: str = "ceil") -> int:
         raise ValueError(f"accuracy must be in [0, 1], got {accuracy}")
     if G < 1:
         raise ValueError(f"G must be >= 1, got {G}")
+    # BEGIN SOLUTION C6
     x = G * math.exp(-accuracy)
     if rule == "ceil":
         return math.ceil(x)
@@ -43,6 +44,7 @@ def branch_count(accuracy: float, G: int = 6, rule: str = "ceil") -> int:
         return _round_half_up(x)
     if rule == "uniform":
         return G
+    # END SOLUTION C6
     raise ValueError(f"unknown branch-count rule {rule!r}; choose one of {', '.join(BRANCH_COUNT_RULES)}")
 
 
@@ -117,6 +119,7 @@ def choose_responses_to_branch(rewards: Sequence[float], mean_fci: float | None,
     if n == 0:
         raise ValueError("a prompt needs at least one initial response")
     G = n if G is None else G
+    # BEGIN SOLUTION C7
     correct = [i for i, r in enumerate(rewards) if r > 0.5]
     wrong = [i for i, r in enumerate(rewards) if r <= 0.5]
     accuracy = len(correct) / n
@@ -136,6 +139,7 @@ def choose_responses_to_branch(rewards: Sequence[float], mean_fci: float | None,
     minority, majority = (wrong, correct) if accuracy >= 0.5 else (correct, wrong)
     extra = rng.sample(majority, max(0, min(m - len(minority), len(majority))))
     return sorted(minority + extra)
+    # END SOLUTION C7
 
 
 def choose_for_batch(rewards_per_prompt: Sequence[Sequence[float]], mean_fci_per_prompt: Sequence[float | None],
@@ -160,10 +164,12 @@ def choose_for_batch(rewards_per_prompt: Sequence[Sequence[float]], mean_fci_per
 def drop_zero_advantage_prompts(seqs: list[TrainSequence]) -> list[TrainSequence]:
     """§e.2: drop every sequence of a prompt whose trained leaves all have the same reward
     (all 0 or all 1). Prompt-level: a kept prompt may still have segments with Â = 0."""
+    # BEGIN SOLUTION C8
     rewards_of: dict[int, set[float]] = {}
     for s in seqs:
         rewards_of.setdefault(s.prompt_index, set()).add(s.reward)
     return [s for s in seqs if len(rewards_of[s.prompt_index]) > 1]
+    # END SOLUTION C8
 
 
 class BatchSizeController:
@@ -195,6 +201,7 @@ class BatchSizeController:
         """B_prev = prev_prompts (the release uses its last chosen batch size), B″ = n_sequences."""
         if n_sequences < 0 or prev_prompts < 1:
             raise ValueError(f"need prev_prompts >= 1 and n_sequences >= 0, got {prev_prompts}, {n_sequences}")
+        # BEGIN SOLUTION C9
         if self.rule == "release":
             target = self.max_prompts if n_sequences == 0 else (prev_prompts * self.target_sequences) // n_sequences
             new = math.ceil(round((1 - self.lam) * target + self.lam * prev_prompts, 9))
@@ -203,6 +210,7 @@ class BatchSizeController:
             new = _round_half_up(round(self.lam * prev_prompts + (1 - self.lam) * target, 9))
         self.batch_size = max(1, min(self.max_prompts, new))
         return self.batch_size
+        # END SOLUTION C9
 
     def state_dict(self) -> dict:
         return {"batch_size": self.batch_size, "target_sequences": self.target_sequences, "lam": self.lam,

@@ -52,10 +52,12 @@ def fci_candidate_steps(fci: torch.Tensor, quantile: float = 0.8) -> list[int]:
         return []
     if not 0.0 <= quantile <= 1.0:
         raise ValueError(f"quantile must be in [0, 1], got {quantile}")
+    # BEGIN SOLUTION C4
     tau = torch.quantile(y, quantile).item()
     if tau == 0 and bool((y > 0).any()):
         tau = y[y > 0].min().item()
     return [k for k in range(1, y.numel()) if y[k].item() >= tau]
+    # END SOLUTION C4
 
 
 def fci_branch_points(fci: torch.Tensor, steps: list[tuple[int, int]], prompt_len: int, n: int = 2,
@@ -76,6 +78,7 @@ def fci_branch_points(fci: torch.Tensor, steps: list[tuple[int, int]], prompt_le
         raise ValueError(f"n (branch points per response) must be >= 1, got {n}")
     if len(steps) < 2:
         return []
+    # BEGIN SOLUTION C5
     starts = [start for start, _ in steps]
 
     def far_enough(k: int, accepted: list[int]) -> bool:
@@ -98,6 +101,7 @@ def fci_branch_points(fci: torch.Tensor, steps: list[tuple[int, int]], prompt_le
             break
     offsets = _fallback_steps(len(steps), [starts[k] for k in accepted], starts, n)
     return sorted(offsets)
+    # END SOLUTION C5
 
 
 def entropy_branch_points(entropies: torch.Tensor, n: int = 2) -> list[int]:
@@ -109,12 +113,14 @@ def entropy_branch_points(entropies: torch.Tensor, n: int = 2) -> list[int]:
     """
     if n < 1:
         raise ValueError(f"n (branch points per response) must be >= 1, got {n}")
+    # BEGIN SOLUTION B5
     window = entropies.detach().reshape(-1)[:-1]  # [R-1], positions 0 .. R-2
     if window.numel() == 0:
         return [0] * n if entropies.numel() > 0 else []
     order = torch.sort(window, descending=True, stable=True).indices.tolist()
     picks = [order[i % len(order)] for i in range(n)]
     return sorted(picks)
+    # END SOLUTION B5
 
 
 def first_step_branch_points(steps: list[tuple[int, int]], n: int = 2) -> list[int]:

@@ -83,6 +83,7 @@ class Config:
     clip_high: float = 0.28
     clip_c: float = 3.0                # dual clip
     kl_coef: float = 0.001
+    dr_grpo: bool = opt(False, "GRPO advantage r − mean(r), not divided by the group std (Dr. GRPO; departure, default off)")
     grad_clip: float = 1.0
     mini_batch_sequences: int = 192    # sequences per optimiser step
     micro_batch_tokens: int = 36864    # tokens per forward/backward micro-batch

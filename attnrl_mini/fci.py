@@ -79,10 +79,12 @@ def step_weight_matrix(ranges: list[tuple[int, int]], seq_len: int,
     Averaging over both the query and the key tokens of a step is the release's choice; the paper
     leaves the step-level aggregation open (docs/algorithm.md §b.2 item 2).
     """
+    # BEGIN SOLUTION C1
     W = torch.zeros(len(ranges), seq_len, dtype=torch.float32, device=device)
     for a, (start, end) in enumerate(ranges):
         W[a, start:end] = 1.0 / (end - start)
     return W
+    # END SOLUTION C1
 
 
 def step_attention_to_fci(step_attention: torch.Tensor, delta: int = 4, think_end_step: int = -1) -> torch.Tensor:
@@ -101,6 +103,7 @@ def step_attention_to_fci(step_attention: torch.Tensor, delta: int = 4, think_en
         raise ValueError(f"step_attention must be square in its last two dims; got {tuple(step_attention.shape)}")
     if delta < 1:
         raise ValueError(f"delta must be >= 1 (a step cannot be its own 'later' step); got {delta}")
+    # BEGIN SOLUTION C2
     a = torch.arange(n_ranges, device=step_attention.device)
     later = (a[:, None] - a[None, :]) >= delta                      # [S+1, S+1]: query a is >= Δ after key b
     y = (step_attention * later).sum(dim=-2)                         # [..., S+1]  Eq. 5, per key range b
@@ -109,6 +112,7 @@ def step_attention_to_fci(step_attention: torch.Tensor, delta: int = 4, think_en
     if think_end_step >= 0:
         y[..., think_end_step:] = 0.0                                # nor the </think> step and the answer
     return y
+    # END SOLUTION C2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,12 +165,14 @@ class FCIContext:
 
     def add_layer(self, row: int, step_attention: torch.Tensor) -> None:
         """Fold one layer's step matrices [H, S+1, S+1] into the running max (Eq. 6)."""
+        # BEGIN SOLUTION C3
         y = step_attention_to_fci(step_attention, self.delta, self.think_end_steps[row]).amax(0)   # [S]
         self.fci[row] = y if self.fci[row] is None else torch.maximum(self.fci[row], y)
         if self.keep_step_attention:
             m = step_attention.amax(0)                                                          # [S+1, S+1]
             prev = self.step_attention[row]
             self.step_attention[row] = m if prev is None else torch.maximum(prev, m)
+        # END SOLUTION C3
 
 
 def make_fci_context(batch: PaddedBatch, prompt_lens: list[int], steps: list[list[tuple[int, int]]],
@@ -209,6 +215,7 @@ def fci_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
     if fci_context is None:
         return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask,
                                                dropout=dropout, scaling=scaling, **kwargs)
+    # BEGIN SOLUTION C10
     if dropout > 0.0:
         raise ValueError("FCI attention is for the no-grad scoring pass; call model.eval() (dropout must be 0)")
     B, H, T, d = query.shape
@@ -257,6 +264,7 @@ def fci_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
         fci_context.add_layer(b, acc)
 
     return out.transpose(1, 2).contiguous(), None
+    # END SOLUTION C10
 
 
 AttentionInterface.register(FCI_ATTENTION, fci_attention)

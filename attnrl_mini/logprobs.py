@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 def _chunk_logprobs(hidden: torch.Tensor, lm_head: nn.Module, targets: torch.Tensor,
                     with_entropy: bool) -> tuple[torch.Tensor, ...]:
     """log π(target) (and entropy) for one chunk of positions. hidden [n, D], targets [n]."""
+    # BEGIN SOLUTION A1
     logits = lm_head(hidden).float()                                   # [n, vocab], fp32 for the softmax
     logp_all = F.log_softmax(logits, dim=-1)                           # [n, vocab]
     logp = logp_all.gather(-1, targets[:, None]).squeeze(-1)           # [n]
@@ -32,6 +33,7 @@ def _chunk_logprobs(hidden: torch.Tensor, lm_head: nn.Module, targets: torch.Ten
         return (logp,)
     entropy = -(logp_all.exp() * logp_all).sum(-1)                     # [n]
     return logp, entropy
+    # END SOLUTION A1
 
 
 def token_logprobs_from_hidden(hidden: torch.Tensor, lm_head: nn.Module, targets: torch.Tensor,

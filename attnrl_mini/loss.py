@@ -54,6 +54,7 @@ def ppo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: t
             raise ValueError(f"n_tokens must be > 0, got {n_tokens}")
         denom = torch.as_tensor(float(n_tokens), dtype=logprobs.dtype, device=logprobs.device)
 
+    # BEGIN SOLUTION A4
     log_ratio = torch.clamp(logprobs - old_logprobs, -20.0, 20.0)         # [B, T]
     ratio = torch.exp(log_ratio)                                          # ρ
     loss_unclipped = -advantages * ratio
@@ -70,6 +71,7 @@ def ppo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: t
 
     # true token-mean over the mini-batch; the release averages per-micro-batch means (a departure, see above)
     loss = ((pg + kl_coef * kl) * mask).sum() / denom
+    # END SOLUTION A4
 
     with torch.no_grad():
         def masked_mean(x: torch.Tensor) -> float:

@@ -224,6 +224,7 @@ def response_logprobs(model: nn.Module, prompts: list[list[int]], responses: lis
     decoder, head = decoder_and_head(model)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=position_ids).last_hidden_state  # [B, L, D]
+    # BEGIN SOLUTION A2
     R = max(len(r) for r in responses)
     # hidden at position t predicts token t+1: the R response tokens are predicted from positions L-R-1 .. L-2
     h = hidden[:, L - R - 1:L - 1, :]                                    # [B, R, D]
@@ -234,3 +235,4 @@ def response_logprobs(model: nn.Module, prompts: list[list[int]], responses: lis
     for i, r in enumerate(responses):
         valid[i, R - len(r):] = True
     return logp.masked_fill(~valid, 0.0)
+    # END SOLUTION A2

@@ -60,6 +60,7 @@ def segment_steps(response_ids: list[int], sep_ids: set[int], newline_ids: set[i
       - the text after the last separator is a final step; no empty trailing step;
       - an empty response has no steps.
     """
+    # BEGIN SOLUTION B1
     n_tokens = len(response_ids)
     if n_tokens == 0:
         return StepSegmentation(steps=[], think_end_step=-1)
@@ -80,6 +81,7 @@ def segment_steps(response_ids: list[int], sep_ids: set[int], newline_ids: set[i
         last = n_tokens - 1 - response_ids[::-1].index(think_end_id)
         think_end_step = next(k for k, (start, end) in enumerate(steps) if start <= last < end)
     return StepSegmentation(steps=steps, think_end_step=think_end_step)
+    # END SOLUTION B1
 
 
 __all__ = ["separator_token_ids", "newline_token_ids", "think_end_token_id", "StepSegmentation", "segment_steps"]

@@ -261,7 +261,7 @@ class Trainer:
             if g.dropped:
                 continue
             if self.cfg.branch_selector == "none":  # GRPO: one sequence per response, constant advantage
-                seqs += tree.grpo_sequences(g.rollouts, g.prompt_ids, gi)
+                seqs += tree.grpo_sequences(g.rollouts, g.prompt_ids, gi, scale_by_std=not self.cfg.dr_grpo)
                 continue
             root = tree.build_prompt_tree(g.rollouts)
             tree.assign_values_and_advantages(root)

@@ -85,6 +85,7 @@ def _check_rollout(i: int, r: Rollout) -> None:
 
 def build_prompt_tree(rollouts: list[Rollout]) -> TreeNode:
     """Build the tree of one prompt: a virtual root R over all G initial responses (§c.4)."""
+    # BEGIN SOLUTION B2
     root = TreeNode(tokens=[], old_logprobs=[])
     for i, r in enumerate(rollouts):
         _check_rollout(i, r)
@@ -104,6 +105,7 @@ def build_prompt_tree(rollouts: list[Rollout]) -> TreeNode:
                     tokens=list(c.token_ids), old_logprobs=list(c.logprobs),
                     reward=float(c.reward), is_continuation=True))
     return root
+    # END SOLUTION B2
 
 
 def assign_values_and_advantages(root: TreeNode) -> None:
@@ -115,6 +117,7 @@ def assign_values_and_advantages(root: TreeNode) -> None:
     The first segment of a response has parent R, so Â = 2(V(s) − V(R))/sqrt|L(s)|. A leaf has
     |L| = 1. The root itself gets advantage 0 (it holds no tokens).
     """
+    # BEGIN SOLUTION B3
     def count(node: TreeNode) -> float:  # post-order: returns the reward sum under node
         if node.is_leaf:
             if node.reward is None:
@@ -139,6 +142,7 @@ def assign_values_and_advantages(root: TreeNode) -> None:
             spread(child)
 
     spread(root)
+    # END SOLUTION B3
 
 
 def root_to_leaf_paths(root: TreeNode) -> list[list[TreeNode]]:
@@ -166,6 +170,7 @@ def training_sequences(root: TreeNode, prompt_ids: list[int], prompt_index: int,
     Paths of length 1 (responses that got no branch point) are skipped, as in the release: they count
     in V(R) but are not trained on, unless train_unbranched=True.
     """
+    # BEGIN SOLUTION B4
     seqs = []
     for path in root_to_leaf_paths(root):
         if len(path) == 1 and not train_unbranched:
@@ -179,13 +184,18 @@ def training_sequences(root: TreeNode, prompt_ids: list[int], prompt_index: int,
                                   advantages=advantages, old_logprobs=old_logprobs,
                                   prompt_index=prompt_index, reward=path[-1].reward))
     return seqs
+    # END SOLUTION B4
 
 
-def grpo_advantages(rewards: list[float], eps: float = 1e-6) -> list[float]:
+def grpo_advantages(rewards: list[float], eps: float = 1e-6, scale_by_std: bool = True) -> list[float]:
     """GRPO outcome advantage (§d.6): Â_i = (r_i − mean(r)) / (std(r) + eps), std unbiased (n−1).
 
-    As in verl, a group of one response uses mean 0 and std 1, so Â = r / (1 + eps).
+    scale_by_std=False is Dr. GRPO's mean-only advantage Â_i = r_i − mean(r) (Liu et al. 2025,
+    "Understanding R1-Zero-Like Training"; verl's norm_adv_by_std_in_grpo=False): dividing by the
+    std up-weights groups that are almost all right or all wrong.
+    As in verl, a group of one response uses mean 0 and std 1, so Â = r / (1 + eps) (Dr. GRPO: r).
     """
+    # BEGIN SOLUTION A3
     n = len(rewards)
     if n == 0:
         return []
@@ -194,13 +204,16 @@ def grpo_advantages(rewards: list[float], eps: float = 1e-6) -> list[float]:
     else:
         mean = sum(rewards) / n
         std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / (n - 1))
+    if not scale_by_std:
+        return [r - mean for r in rewards]
     return [(r - mean) / (std + eps) for r in rewards]
+    # END SOLUTION A3
 
 
 def grpo_sequences(rollouts: list[Rollout], prompt_ids: list[int], prompt_index: int,
-                   eps: float = 1e-6) -> list[TrainSequence]:
+                   eps: float = 1e-6, scale_by_std: bool = True) -> list[TrainSequence]:
     """The GRPO baseline's training sequences: every initial response, its group advantage on every token."""
-    advs = grpo_advantages([r.reward for r in rollouts], eps)
+    advs = grpo_advantages([r.reward for r in rollouts], eps, scale_by_std)
     return [TrainSequence(prompt_ids=list(prompt_ids), response_ids=list(r.response_ids),
                           advantages=[a] * len(r.response_ids), old_logprobs=list(r.old_logprobs),
                           prompt_index=prompt_index, reward=float(r.reward))

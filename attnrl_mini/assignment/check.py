@@ -1,0 +1,186 @@
+"""`assignment check` (run in CI): the assignment is sound.
+
+  1. every exercise has a region in the source, >= 1 graded test and >= 2 planted bugs; every graded
+     test counts for a listed exercise
+  2. the reference passes every graded test
+  3. stubbing one exercise fails each of its graded tests with its message, while the tests of every
+     other exercise still pass (a test that calls another exercise's function patches in a plain
+     version of it, so each exercise is graded on its own)
+  4. every planted bug is caught by its exercise's graded tests
+  5. a student copy of all parts imports, its tests collect, every graded test fails with its
+     exercise's message and it scores 0
+  6. the end-to-end checks (short "ci" length) pass on the reference
+
+The stub and planted-bug runs swap one function's code in this process (regions.changed_function)
+and call the graded test functions directly (no pytest session per run), so they take seconds.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import tempfile
+import time
+import warnings
+
+from . import e2e, grade, regions
+from .build import REPO, build
+from .planted import PLANTED
+from .registry import BY_ID, EXERCISES, exercise_of_test
+
+
+_modules: dict[str, object] = {}
+
+
+def _test_function(node_id: str):
+    path, name = node_id.split("::")
+    if path not in _modules:
+        spec = importlib.util.spec_from_file_location("graded_" + os.path.basename(path)[:-3], os.path.join(REPO, path))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _modules[path] = module
+    return getattr(_modules[path], name)
+
+
+def run_tests(node_ids: list[str], stop_first: bool = False) -> dict[str, tuple[bool, str]]:
+    """Call graded test functions directly (they take no fixtures): {nodeid: (passed, failure text)}."""
+    results = {}
+    for node in node_ids:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _test_function(node)()
+            results[node] = (True, "")
+        except Exception as err:  # noqa: BLE001 - any failure of a test is a failed test
+            results[node] = (False, f"{type(err).__name__}: {err}")
+            if stop_first:
+                break
+    return results
+
+
+def _graded_test_names() -> dict[str, list[str]]:
+    """{test file: [test function names]} of tests/graded/."""
+    out = {}
+    folder = os.path.join(REPO, "tests", "graded")
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("test_") and name.endswith(".py"):
+            with open(os.path.join(folder, name)) as f:
+                tree = ast.parse(f.read())
+            out[f"tests/graded/{name}"] = [n.name for n in tree.body
+                                           if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
+    return out
+
+
+def check_registry() -> list[str]:
+    problems = []
+    marked = {}
+    for module in regions.all_marked_modules():
+        with open(regions.module_file(module)) as f:
+            for xid in regions.find_regions(f.read(), module):
+                marked[xid] = module
+    for e in EXERCISES:
+        if marked.get(e.id) != e.module:
+            problems.append(f"{e.id}: no solution region in {e.module}")
+        if not e.tests:
+            problems.append(f"{e.id}: no graded test")
+        if sum(b.exercise == e.id for b in PLANTED) < 2:
+            problems.append(f"{e.id}: fewer than 2 planted bugs")
+        problems += [f"{e.id}: unknown dependency {d}" for d in e.depends_on if d not in BY_ID]
+    problems += [f"region {x} in {m} has no exercise" for x, m in marked.items() if x not in BY_ID]
+    listed = {n for e in EXERCISES for n in e.node_ids}
+    problems += [f"{e.id} lists {t}, whose name says exercise {exercise_of_test(t)}"
+                 for e in EXERCISES for t in e.tests if exercise_of_test(t) != e.id]
+    existing = {f"{path}::{name}" for path, names in _graded_test_names().items() for name in names}
+    problems += [f"{n} is not listed by any exercise" for n in sorted(existing - listed)]
+    problems += [f"{n} is listed but does not exist" for n in sorted(listed - existing)]
+    return problems
+
+
+def check(run_e2e: bool = True, log=print) -> bool:
+    t_start = time.time()
+    os.chdir(REPO)
+    ok = True
+
+    def fail(msg: str) -> None:
+        nonlocal ok
+        ok = False
+        log(f"  FAIL {msg}")
+
+    all_nodes = [n for e in EXERCISES for n in e.node_ids]
+    log(f"[check] {len(EXERCISES)} exercises, {len(all_nodes)} graded tests, {len(PLANTED)} planted bugs")
+    for p in check_registry():
+        fail(p)
+
+    t = time.time()
+    res = run_tests(all_nodes)
+    bad = [n for n in all_nodes if not res.get(n, (False, ""))[0]]
+    for n in bad:
+        fail(f"reference fails {n}: {res.get(n, (False, 'not run'))[1][-500:]}")
+    log(f"[check] reference passes {len(all_nodes) - len(bad)}/{len(all_nodes)} graded tests ({time.time() - t:.0f} s)")
+
+    t = time.time()
+    n_ok = 0
+    for e in EXERCISES:
+        with regions.stubbed(e):
+            res = run_tests(all_nodes)
+        good = True
+        for n in e.node_ids:
+            passed, text = res[n]
+            if passed or f"Exercise {e.id} " not in text and f"Exercise {e.id}:" not in text:
+                good = False
+                fail(f"stubbed {e.id}: {n} does not fail with its message")
+        for n in all_nodes:
+            if n not in e.node_ids and not res[n][0]:
+                good = False
+                fail(f"stubbed {e.id}: {n} of another exercise fails: {res[n][1][:200]}")
+        n_ok += good
+    log(f"[check] stubbing each exercise fails its own tests only: {n_ok}/{len(EXERCISES)} ({time.time() - t:.0f} s)")
+
+    t = time.time()
+    caught = 0
+    for bug in PLANTED:
+        e = BY_ID[bug.exercise]
+        try:
+            with regions.planted(e, bug.old, bug.new):
+                res = run_tests(e.node_ids, stop_first=True)
+        except (ValueError, SyntaxError) as err:
+            fail(f"planted bug {bug.exercise} '{bug.what}' cannot be planted: {err}")
+            continue
+        if any(not passed for passed, _ in res.values()):
+            caught += 1
+        else:
+            fail(f"planted bug {bug.exercise} '{bug.what}' is not caught by {', '.join(e.tests)}")
+    log(f"[check] planted bugs caught {caught}/{len(PLANTED)} ({time.time() - t:.0f} s)")
+
+    t = time.time()
+    with tempfile.TemporaryDirectory(prefix="student_copy_") as tmp:
+        copy_dir = os.path.join(tmp, "copy")
+        build(copy_dir, "A,B,C")
+        outcomes = grade.run_tests(copy_dir)
+        scores = grade.score(copy_dir, outcomes)
+        names = {o.name for o in outcomes}
+        missing = [t for e in EXERCISES for t in e.tests if t not in names]
+        for name in missing:
+            fail(f"student copy: {name} was not collected")
+        for o in outcomes:
+            xid = exercise_of_test(o.name)
+            if o.passed or f"Exercise {xid}" not in o.message:
+                fail(f"student copy: {o.name} does not fail with exercise {xid}'s message")
+        total = sum(s.score for s in scores)
+        if total != 0:
+            fail(f"student copy scores {total}, not 0")
+    log(f"[check] student copy: {len(outcomes)} graded tests collected, "
+        f"{sum(not o.passed for o in outcomes)} fail with their exercise's message, score {total:g} "
+        f"({time.time() - t:.0f} s)")
+
+    if run_e2e:
+        for part in ("A", "B", "C"):
+            r = e2e.run_part(part, "ci")
+            log(f"[check] e2e {r.summary()}")
+            if not r.passed:
+                fail(f"end-to-end check of part {part} on the reference: gain {r.gain:+.3f} < {r.min_gain}")
+            if r.diverged_at is not None:
+                log(f"  note: the reference run left the recorded reference at step {r.diverged_at}")
+    log(f"[check] {'OK' if ok else 'FAILED'}: {len(EXERCISES)} exercises, {len(all_nodes)} graded tests, "
+        f"planted bugs caught {caught}/{len(PLANTED)} ({time.time() - t_start:.0f} s)")
+    return ok
