@@ -72,6 +72,8 @@ KEY_MAP = [
     KeyMap("steps", "trainer.total_training_steps", "trainer.total_training_steps"),
     KeyMap("eval_every", "trainer.test_freq", "trainer.test_freq"),
     KeyMap("save_every", "trainer.save_freq", "trainer.save_freq"),
+    KeyMap("dr_grpo", "algorithm.norm_adv_by_std_in_grpo", NO_KEY, value=lambda c: not c.dr_grpo,
+           note="Dr. GRPO = no division by the group's std; the recipe's tree advantages have no such switch"),
     KeyMap("seed", "data.seed", NO_KEY, note="the recipe's data order has no seed key"),
     KeyMap("report_to", "trainer.logger", "trainer.logger",
            value=lambda c: ["console"] + [n.strip() for n in c.report_to.split(",") if n.strip() not in ("", "none")]),
