@@ -83,21 +83,20 @@ def resume_config(out_dir: str, explicit: dict) -> Config:
 
 
 def write_config(cfg: Config, step: int | None = None) -> list[dict]:
-    """Write config.json; on resume (`step` = the checkpoint's step) record each changed field."""
+    """Write config.json; on resume (`step` = the checkpoint's step) append each changed field to its
+    "resume_changes" and return those new changes."""
     path = os.path.join(cfg.out, CONFIG_FILE)
-    changes = []
+    record, history, new = dataclasses.asdict(cfg), [], []
     if step is not None and os.path.exists(path):
         with open(path) as f:
             stored = json.load(f)
-        changes = stored.get(CHANGES_KEY, [])
-        for name, value in dataclasses.asdict(cfg).items():
-            if name in stored and stored[name] != value and name != "out":
-                changes.append({"step": step, "field": name, "from": stored[name], "to": value})
-    record = dataclasses.asdict(cfg)
-    if changes:
-        record[CHANGES_KEY] = changes
+        history = stored.get(CHANGES_KEY, [])
+        new = [{"step": step, "field": name, "from": stored[name], "to": value} for name, value in record.items()
+               if name in stored and stored[name] != value and name != "out"]
+    if history + new:
+        record[CHANGES_KEY] = history + new
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(record, f, indent=1)
     os.replace(tmp, path)
-    return changes
+    return new
