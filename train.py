@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import warnings
 
 from attnrl_mini.config import (MAY_CHANGE_ON_RESUME, MODEL_ALIASES, PRESETS, Config, algo_overrides, make_config,
                                 validate)
@@ -93,6 +94,11 @@ def main(argv=None) -> None:
         if resume and run_dir.has_config(cfg.out):
             cfg = run_dir.resume_config(cfg.out, explicit)
             validate(cfg)
+        from attnrl_mini import data
+        with warnings.catch_warnings():   # the trainer reads the files again and warns then
+            warnings.simplefilter("ignore")
+            for path in {cfg.train_data, cfg.eval_data} - {"", "toy"}:
+                data.load_problems(path)  # a bad row fails now, not after the model is loaded
         from attnrl_mini.policy import resolve_model
         resolve_model(cfg.model)  # before the heavy imports, so a missing model fails within seconds
         from attnrl_mini.trainer import train
