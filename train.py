@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 import warnings
 
@@ -124,7 +125,8 @@ USER_ERRORS = {"attnrl_mini.config": "ConfigError", "attnrl_mini.data": "DataErr
 def _is_user_error(e: Exception) -> bool:
     # only modules already imported can have raised their error: no slow import just to print a message
     kinds = [getattr(sys.modules[m], name) for m, name in USER_ERRORS.items() if m in sys.modules]
-    return isinstance(e, (FileExistsError, *kinds))
+    disk = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+    return disk or isinstance(e, (FileExistsError, *kinds))
 
 
 if __name__ == "__main__":
