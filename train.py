@@ -104,6 +104,9 @@ def main(argv=None) -> None:
         resolve_model(cfg.model)  # before the heavy imports, so a missing model fails within seconds
         from attnrl_mini.trainer import train
         history = train(cfg, resume=resume)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: the same command with --resume continues from the last checkpoint\n")
+        sys.exit(130)
     except Exception as e:
         if debug or not _is_user_error(e):
             raise

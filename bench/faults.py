@@ -7,8 +7,8 @@
    --resume. "exact" = its metrics.jsonl (without timings) equals an uninterrupted run's. The
    state seen at the kill is printed, since polling can land a little after the moment.
 2. Faults: damage to a finished run's files, then --resume: what happens.
-3. Bad inputs: each command must end with exit code != 0 and one stderr line starting "error:",
-   without a traceback; its seconds are printed.
+3. Bad inputs: each command must end with exit code != 0 and a last stderr line starting "error:",
+   without a traceback (libraries' progress bars may come before it); its seconds are printed.
 Writes the tables as Markdown to OUT/faults.md (the README's Reliability section comes from it).
 """
 from __future__ import annotations
@@ -142,7 +142,7 @@ def faults(root, reference_dir, reference) -> list[tuple]:
     p, secs = run(train_cmd(out, "--resume", "--steps", "8"))
     first.kill()
     first.wait()
-    rows.append(("a second process on the same --out", f"`{p.stderr.strip()}` ({secs:.1f} s)"))
+    rows.append(("a second process on the same --out", f"`{p.stderr.strip().replace(root + '/', '')}` ({secs:.1f} s)"))
     p, _ = run(train_cmd(out, "--resume", "--steps", "4"))
     rows.append(("the lock left by that SIGKILLed first process", "taken over with a warning" if p.returncode == 0 and
                  "took over the stale lock" in p.stderr else f"FAILED: {p.stderr[-300:]}"))
@@ -195,10 +195,10 @@ def bad_inputs(root, reference_dir) -> list[tuple]:
     for cmd in cases:
         p, secs = run(cmd, timeout=300)
         lines = p.stderr.strip().splitlines()
-        ok = p.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in p.stderr
+        ok = p.returncode != 0 and lines and lines[-1].startswith("error:") and "Traceback" not in p.stderr
         shown = " ".join(c if not c.startswith(root) else os.path.relpath(c, root) for c in cmd[1:])
-        rows.append((shown.replace(sys.executable, "python"), lines[-1] if lines else f"(exit {p.returncode}, no stderr)",
-                     f"{secs:.1f}", "yes" if ok else "NO"))
+        error = lines[-1].replace(root + "/", "") if lines else f"(exit {p.returncode}, no stderr)"
+        rows.append((shown, error, f"{secs:.1f}", "yes" if ok else "NO"))
         print(rows[-1], flush=True)
     return rows
 
@@ -214,6 +214,8 @@ def main():
     ap.add_argument("--out", default="runs/faults")
     ap.add_argument("--only", choices=["kills", "faults", "inputs"], default=None)
     args = ap.parse_args()
+    # a shell starts background jobs with SIGINT ignored, and children inherit that: give them Ctrl-C back
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     root = os.path.abspath(args.out)
     os.makedirs(root, exist_ok=True)
     reference_dir = os.path.join(root, "reference")
@@ -233,7 +235,7 @@ def main():
     if args.only in (None, "inputs"):
         rows = bad_inputs(root, reference_dir)
         parts.append(f"Bad inputs ({sum(r[3] == 'yes' for r in rows)} of {len(rows)} one-line errors):\n\n" +
-                     table(["command", "stderr", "seconds", "one line, no traceback"], rows))
+                     table(["command", "last stderr line", "seconds", "one error line, no traceback"], rows))
     with open(os.path.join(root, f"faults{'_' + args.only if args.only else ''}.md"), "w") as f:
         f.write("\n\n".join(parts) + "\n")
     print("\n\n".join(parts))
