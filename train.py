@@ -102,6 +102,9 @@ def main(argv=None) -> None:
                 data.load_problems(path)  # a bad row fails now, not after the model is loaded
         from attnrl_mini.policy import resolve_model
         resolve_model(cfg.model)  # before the heavy imports, so a missing model fails within seconds
+        if resume:
+            from attnrl_mini.checkpoint import check_any_verifies
+            check_any_verifies(cfg.out)  # all checkpoints damaged: say so now, not after loading the model
         from attnrl_mini.trainer import train
         history = train(cfg, resume=resume)
     except KeyboardInterrupt:

@@ -166,6 +166,18 @@ def load_checkpoint(trainer, path: str) -> None:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
+def check_any_verifies(out_dir: str) -> None:
+    """Before any work on --resume: CheckpointError unless no checkpoint exists or one passes its checksums."""
+    reasons = []
+    for path in finished_checkpoints(out_dir):
+        try:
+            return verify_checkpoint(path)
+        except CheckpointError as e:
+            reasons.append(str(e))
+    if reasons:
+        raise _none_loads(out_dir, reasons[0])
+
+
 def load_latest_checkpoint(trainer, out_dir: str, warn=print) -> str | None:
     """Load the newest checkpoint that loads; each one that does not is named in a warning with the
     reason and, once an older one loaded, set aside as `step_N.bad` (its steps are redone)."""
@@ -182,5 +194,9 @@ def load_latest_checkpoint(trainer, out_dir: str, warn=print) -> str | None:
             os.replace(bad, bad + ".bad")
         return path
     if failed:
-        raise CheckpointError(f"no checkpoint of {out_dir} can be loaded; the newest: {failed[0][1]}")
+        raise _none_loads(out_dir, failed[0][1])
     return None
+
+
+def _none_loads(out_dir: str, newest_reason: str) -> CheckpointError:
+    return CheckpointError(f"no checkpoint of {out_dir} can be loaded; the newest: {newest_reason}")
