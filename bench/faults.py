@@ -17,6 +17,7 @@ import argparse
 import gzip
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -35,9 +36,12 @@ def train_cmd(out, *extra):
 
 
 def run(cmd, timeout=900):
-    t0 = time.time()
+    """(result, wall seconds, CPU seconds): CPU time is what the wall time would be on an idle machine,
+    roughly, for these single-threaded commands."""
+    t0, before = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
-    return p, time.time() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return p, time.time() - t0, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def metrics(out):
@@ -81,7 +85,7 @@ def kill_points(root, reference) -> list[tuple]:
             os.kill(proc.pid, sig)
         proc.wait()
         seen = state_of(out)
-        p, _ = run(train_cmd(out, "--resume"))
+        p, _, _ = run(train_cmd(out, "--resume"))
         exact = p.returncode == 0 and metrics(out) == reference
         rows.append((name, signal.Signals(sig).name if killed else "(ended first)", seen,
                      "yes" if exact else f"NO (exit {p.returncode}: {p.stderr.strip().splitlines()[-1:]})"))
@@ -107,7 +111,7 @@ def faults(root, reference_dir, reference) -> list[tuple]:
     for name in ("metrics.jsonl", "trees.jsonl"):
         with open(os.path.join(out, name), "a") as f:
             f.write('{"step": 4, "rew')
-    p, _ = run(train_cmd(out, "--resume"))
+    p, _, _ = run(train_cmd(out, "--resume"))
     rows.append(("partial last line in metrics.jsonl and trees.jsonl",
                  "resumed, both dropped with a warning" if p.returncode == 0 and "dropped the partial last line"
                  in p.stdout + p.stderr and metrics(out) == reference else f"FAILED: {p.stderr[-300:]}"))
@@ -120,13 +124,13 @@ def faults(root, reference_dir, reference) -> list[tuple]:
         chunk = f.read(64)
         f.seek(-64, 1)
         f.write(bytes(b ^ 0xFF for b in chunk))
-    p, _ = run(train_cmd(out, "--resume"))
+    p, _, _ = run(train_cmd(out, "--resume"))
     rows.append(("64 flipped bytes in the newest trainer_state.pt",
                  "checksum mismatch named; resumed from step 3, exact" if p.returncode == 0 and "checksum mismatch"
                  in p.stdout + p.stderr and metrics(out) == reference else f"FAILED: {p.stderr[-300:]}"))
 
     out = fresh("extend")
-    p, _ = run(train_cmd(out, "--resume", "--steps", "5", "--lr", "1e-3"))
+    p, _, _ = run(train_cmd(out, "--resume", "--steps", "5", "--lr", "1e-3"))
     cfg = json.load(open(os.path.join(out, "config.json")))
     rows.append(("`--resume --steps 5 --lr 1e-3` on the finished 4-step run",
                  f"extended to step {metrics(out)[-1]['step']}; config.json resume_changes: "
@@ -139,11 +143,11 @@ def faults(root, reference_dir, reference) -> list[tuple]:
     lock = os.path.join(out, ".lock")
     while first.poll() is None and not (os.path.exists(lock) and open(lock).read() == str(first.pid)):
         time.sleep(0.02)
-    p, secs = run(train_cmd(out, "--resume", "--steps", "8"))
+    p, secs, _ = run(train_cmd(out, "--resume", "--steps", "8"))
     first.kill()
     first.wait()
     rows.append(("a second process on the same --out", f"`{p.stderr.strip().replace(root + '/', '')}` ({secs:.1f} s)"))
-    p, _ = run(train_cmd(out, "--resume", "--steps", "4"))
+    p, _, _ = run(train_cmd(out, "--resume", "--steps", "4"))
     rows.append(("the lock left by that SIGKILLed first process", "taken over with a warning" if p.returncode == 0 and
                  "took over the stale lock" in p.stderr else f"FAILED: {p.stderr[-300:]}"))
     for row in rows:
@@ -193,12 +197,12 @@ def bad_inputs(root, reference_dir) -> list[tuple]:
              [sys.executable, "eval.py", "--model", nomodel], [sys.executable, "eval.py", "--k", "0"]]
     rows = []
     for cmd in cases:
-        p, secs = run(cmd, timeout=300)
+        p, secs, cpu = run(cmd, timeout=300)
         lines = p.stderr.strip().splitlines()
         ok = p.returncode != 0 and lines and lines[-1].startswith("error:") and "Traceback" not in p.stderr
         shown = " ".join(c if not c.startswith(root) else os.path.relpath(c, root) for c in cmd[1:])
         error = lines[-1].replace(root + "/", "") if lines else f"(exit {p.returncode}, no stderr)"
-        rows.append((shown, error, f"{secs:.1f}", "yes" if ok else "NO"))
+        rows.append((shown, error, f"{secs:.1f} / {cpu:.1f}", "yes" if ok else "NO"))
         print(rows[-1], flush=True)
     return rows
 
@@ -221,7 +225,7 @@ def main():
     reference_dir = os.path.join(root, "reference")
     if not os.path.exists(os.path.join(reference_dir, "checkpoints", "step_000004")):
         shutil.rmtree(reference_dir, ignore_errors=True)
-        p, secs = run(train_cmd(reference_dir))
+        p, secs, _ = run(train_cmd(reference_dir))
         assert p.returncode == 0, p.stderr[-2000:]
         print(f"reference run: {secs:.0f} s", flush=True)
     reference = metrics(reference_dir)
@@ -235,7 +239,7 @@ def main():
     if args.only in (None, "inputs"):
         rows = bad_inputs(root, reference_dir)
         parts.append(f"Bad inputs ({sum(r[3] == 'yes' for r in rows)} of {len(rows)} one-line errors):\n\n" +
-                     table(["command", "last stderr line", "seconds", "one error line, no traceback"], rows))
+                     table(["command", "last stderr line", "seconds wall / CPU", "one error line, no traceback"], rows))
     with open(os.path.join(root, f"faults{'_' + args.only if args.only else ''}.md"), "w") as f:
         f.write("\n\n".join(parts) + "\n")
     print("\n\n".join(parts))
