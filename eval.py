@@ -80,20 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def resolve_adapter(path: str) -> str:
     """The adapter directory for --adapter: itself, a checkpoint's adapter/, or a run's newest finished
-    checkpoint's. A checkpoint's files are checked against its checksums first (CheckpointError)."""
-    from attnrl_mini.checkpoint import latest_checkpoint, verify_checkpoint
-
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"--adapter {path!r}: no such directory")
-    if os.path.isfile(os.path.join(path, "adapter_config.json")):
-        return path
-    checkpoint = path if os.path.isfile(os.path.join(path, "adapter", "adapter_config.json")) else latest_checkpoint(path)
-    if checkpoint and os.path.isfile(os.path.join(checkpoint, "adapter", "adapter_config.json")):
-        verify_checkpoint(checkpoint)
-        return os.path.join(checkpoint, "adapter")
-    raise FileNotFoundError(
-        f"--adapter {path!r} is neither a LoRA adapter directory (with adapter_config.json), a checkpoint "
-        "(with adapter/), nor a training run directory with a finished checkpoint in checkpoints/")
+    checkpoint's (checked against its checksums)."""
+    from attnrl_mini.checkpoint import resolve_adapter as resolve
+    return resolve(path, flag="--adapter")
 
 
 def is_toy_model(model_arg: str, model_dir: str) -> bool:

@@ -23,8 +23,9 @@ from attnrl_mini.config import (MAY_CHANGE_ON_RESUME, MODEL_ALIASES, PRESETS, Co
                                 validate)
 
 RESUME_HELP = ("continue the run in --out from its newest finished checkpoint: the same run exactly, with its own "
-               "config.json (same flags, same data order, optimiser and random state); only these flags may "
-               "change: " + ", ".join("--" + n.replace("_", "-") for n in sorted(MAY_CHANGE_ON_RESUME)))
+               "config.json (same flags, same data order, optimiser and random state; --init-adapter instead "
+               "starts a new run from an adapter's weights); only these flags may change: "
+               + ", ".join("--" + n.replace("_", "-") for n in sorted(MAY_CHANGE_ON_RESUME)))
 
 
 def _bool(s: str) -> bool:
@@ -124,13 +125,15 @@ def main(argv=None) -> None:
 
 
 # Errors whose message already says what to fix (flag, file, line): printed as one line, no traceback.
-USER_ERRORS = {"attnrl_mini.config": "ConfigError", "attnrl_mini.data": "DataError",
-               "attnrl_mini.checkpoint": "CheckpointError", "attnrl_mini.policy": "ModelNotFoundError"}
+USER_ERRORS = [("attnrl_mini.config", "ConfigError"), ("attnrl_mini.data", "DataError"),
+               ("attnrl_mini.checkpoint", "CheckpointError"), ("attnrl_mini.policy", "ModelNotFoundError"),
+               ("attnrl_mini.policy", "AdapterError"), ("attnrl_mini.tracking", "TrackerError")]
 
 
 def _is_user_error(e: Exception) -> bool:
     # only modules already imported can have raised their error: no slow import just to print a message
-    kinds = [getattr(sys.modules[m], name) for m, name in USER_ERRORS.items() if m in sys.modules]
+    kinds = [getattr(sys.modules[m], name, None) for m, name in USER_ERRORS if m in sys.modules]
+    kinds = [k for k in kinds if k is not None]
     disk = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
     return disk or isinstance(e, (FileExistsError, *kinds))
 

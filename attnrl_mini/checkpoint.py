@@ -84,6 +84,23 @@ def verify_checkpoint(path: str) -> None:
             raise CheckpointError(f"{file}: checksum mismatch (the file changed after it was saved)")
 
 
+def resolve_adapter(path: str, flag: str) -> str:
+    """The LoRA adapter directory that `path` names: itself (holding adapter_config.json), a
+    checkpoint's adapter/, or a run directory's newest finished checkpoint's adapter/. A checkpoint's
+    files are checked against its checksums first. `flag` names the command-line option in the error."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{flag} {path!r}: no such directory")
+    if os.path.isfile(os.path.join(path, "adapter_config.json")):
+        return path
+    ckpt = path if os.path.isfile(os.path.join(path, "adapter", "adapter_config.json")) else latest_checkpoint(path)
+    if ckpt and os.path.isfile(os.path.join(ckpt, "adapter", "adapter_config.json")):
+        verify_checkpoint(ckpt)
+        return os.path.join(ckpt, "adapter")
+    raise FileNotFoundError(
+        f"{flag} {path!r} is neither a LoRA adapter directory (with adapter_config.json), a checkpoint "
+        "(with adapter/), nor a training run directory with a finished checkpoint in checkpoints/")
+
+
 def save_checkpoint(trainer, out_dir: str, keep: int = 3) -> str:
     path = checkpoint_dir(out_dir, trainer.step)
     tmp = path + ".tmp"  # write then rename: a run killed mid-save leaves the previous checkpoint intact

@@ -119,6 +119,7 @@ MAY_CHANGE_ON_RESUME = frozenset({
     "steps", "max_generated_tokens", "lr", "eval_every", "eval_problems", "eval_temperature", "save_every",
     "dump_trees", "threads", "generator", "vllm_url", "gpu_memory_utilization", "vllm_sleep",
     "fci_query_chunk", "score_batch_size", "micro_batch_tokens", "logprob_chunk_tokens",
+    "report_to",   # the trackers of --report-to (issue #15's field, merged from another branch)
 })
 
 
