@@ -29,8 +29,13 @@ MATH_BENCHMARKS = ["math500", "aime24", "aime25", "amc23", "minerva", "olympiad"
 TOY_BENCHMARK_SIZE = 500
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        sys.exit(f"error: {message} (python eval.py --help describes every flag)")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="toy", help="'toy', a local model directory or a hub id (default: toy)")
     p.add_argument("--adapter", default=None, help="LoRA adapter dir, checkpoint dir, or training run dir")
     p.add_argument("--benchmarks", default=None,
@@ -46,18 +51,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=256, help="samples (problems x k) per generation call")
     p.add_argument("--json", default=None, help="write the numbers to this JSON file")
     p.add_argument("--out-dir", default=None, help="write eval.json and generations.jsonl here")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto = bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--vllm-url", default="", help="use a vLLM server started elsewhere")
     p.add_argument("--gpu-memory-utilization", type=float, default=None,
                    help="vLLM's share of GPU memory (default 0.85 on CUDA, 0.2 on CPU)")
     p.add_argument("--grader-workers", type=int, default=2, help="grader worker processes")
     p.add_argument("--grader-timeout", type=float, default=5.0, help="seconds per Math-Verify call (release: 5)")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = p.parse_args(argv)
-    for name in ("k", "limit", "max_new_tokens", "batch_size"):
+    for name in ("k", "limit", "max_new_tokens", "batch_size", "grader_workers"):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if not args.grader_timeout > 0:
+        p.error(f"--grader-timeout must be > 0, got {args.grader_timeout}")
+    if args.temperature is not None and not args.temperature >= 0:
+        p.error(f"--temperature must be >= 0, got {args.temperature}")
+    if args.gpu_memory_utilization is not None and not 0 < args.gpu_memory_utilization <= 1:
+        p.error(f"--gpu-memory-utilization must be in (0, 1], got {args.gpu_memory_utilization}")
     return args
 
 
@@ -66,7 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def resolve_adapter(path: str) -> str:
-    """The adapter directory for --adapter: itself, a checkpoint's adapter/, or a run's latest checkpoint's."""
+    """The adapter directory for --adapter: itself, a checkpoint's adapter/, or a run's newest finished
+    checkpoint's (checked against its checksums)."""
     from attnrl_mini.checkpoint import resolve_adapter as resolve
     return resolve(path, flag="--adapter")
 
@@ -193,9 +207,9 @@ def main(argv=None) -> dict:
         (["toy"] if toy else list(MATH_BENCHMARKS))
     for name in benchmarks:
         if name != "toy" and name not in data.BENCHMARKS:
-            raise SystemExit(f"unknown benchmark {name!r}; choose from {', '.join(MATH_BENCHMARKS)}, toy")
+            raise SystemExit(f"error: unknown benchmark {name!r}; choose from {', '.join(MATH_BENCHMARKS)}, toy")
         if toy and name != "toy":
-            raise SystemExit(f"the toy model only knows the toy world; it cannot do {name!r}: use --benchmarks toy "
+            raise SystemExit(f"error: the toy model only knows the toy world; it cannot do {name!r}: use --benchmarks toy "
                              "or pass --model with a real model")
     adapter_dir = resolve_adapter(args.adapter) if args.adapter else None
     temperature = args.temperature if args.temperature is not None else (1.0 if toy else 0.6)
@@ -261,8 +275,20 @@ def main(argv=None) -> dict:
     return report
 
 
+def _user_error(e: BaseException) -> bool:
+    """Errors whose message says what to fix (flag, file): printed on one line without a traceback."""
+    from attnrl_mini.checkpoint import CheckpointError
+    from attnrl_mini.data import DataError
+    from attnrl_mini.policy import ModelNotFoundError
+    return isinstance(e, (CheckpointError, DataError, ModelNotFoundError, FileNotFoundError))
+
+
 if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as error:
+        if "--debug" in sys.argv or not _user_error(error):
+            raise
+        sys.exit(f"error: {error}")

@@ -4,17 +4,28 @@
     python train.py --model Qwen2.5-Math-1.5B         # one 24 GB GPU (preset qwen2.5-math-1.5b-24gb)
     python train.py --algo treerl --steps 40 --out runs/treerl
     python train.py --out runs/toy --resume           # continue a killed run exactly
+    python train.py --out runs/toy --resume --steps 90   # extend a finished run
 
 Precedence: the paper's defaults (config.py) < the preset < the --algo switches < explicit flags.
 Every field of attnrl_mini.config.Config is a flag (--lora-rank 32, --one-step-stale false, ...).
+With --resume the run's own config.json replaces all of that, and explicit flags may change only
+how long it runs, how often it evaluates and saves, the learning rate and speed/memory knobs.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
+import warnings
 
-from attnrl_mini.config import MODEL_ALIASES, PRESETS, Config, algo_overrides, make_config
+from attnrl_mini.config import (MAY_CHANGE_ON_RESUME, MODEL_ALIASES, PRESETS, Config, algo_overrides, make_config,
+                                validate)
+
+RESUME_HELP = ("continue the run in --out from its newest finished checkpoint: the same run exactly, with its own "
+               "config.json (same flags, same data order, optimiser and random state; --init-adapter instead "
+               "starts a new run from an adapter's weights); only these flags may change: "
+               + ", ".join("--" + n.replace("_", "-") for n in sorted(MAY_CHANGE_ON_RESUME)))
 
 
 def _bool(s: str) -> bool:
@@ -25,20 +36,38 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
 
 
-def parse_args(argv=None) -> tuple[Config, bool]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        sys.exit(f"error: {message} (python train.py --help describes every flag)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per Config field; its help and choices come from the field (config.opt)."""
+    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="default: 'toy' for the toy model, 'qwen2.5-math-1.5b-24gb' for Qwen2.5-Math-1.5B, "
                         "otherwise the paper's defaults")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly from its latest checkpoint (adapter, optimiser, "
-                        "RNGs, data position); --init-adapter instead starts a new run from an adapter's weights")
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     defaults = Config()
     for f in dataclasses.fields(Config):
         kind = type(getattr(defaults, f.name))
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                       type=_bool if kind is bool else kind, metavar=kind.__name__.upper(),
-                       help=f"(paper default: {getattr(defaults, f.name)!r})")
-    args = p.parse_args(argv)
+        choices = f.metadata.get("choices") or None
+        text = f"{f.metadata['help']} (paper default: {getattr(defaults, f.name)!r})".replace("%", "%%")
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, choices=choices,
+                       type=_bool if kind is bool else kind, metavar=None if choices else kind.__name__.upper(),
+                       help=text)
+    return p
+
+
+def parse_args(argv=None) -> tuple[Config, bool]:
+    cfg, resume, _, _ = _parse(argv)
+    return cfg, resume
+
+
+def _parse(argv=None) -> tuple[Config, bool, bool, dict]:
+    """(config, --resume, --debug, the explicitly given fields)."""
+    args = build_parser().parse_args(argv)
     explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
     preset = args.preset
     if preset is None:
@@ -49,28 +78,64 @@ def parse_args(argv=None) -> tuple[Config, bool]:
             preset = "qwen2.5-math-1.5b-24gb"
     base = dict(PRESETS[preset]) if preset else {}
     algo = explicit.get("algo", base.get("algo", "attnrl"))
+    if algo not in ("attnrl", "treerl", "grpo"):
+        algo = "attnrl"   # the parser's choices already refused it; keep argparse's message
     cfg = make_config(None, **{**base, **algo_overrides(algo), **explicit})
-    return cfg, args.resume
+    return cfg, args.resume, args.debug, explicit
 
 
 def main(argv=None) -> None:
-    cfg, resume = parse_args(argv)
-    from attnrl_mini.policy import ModelNotFoundError, resolve_model
-    try:  # before the heavy imports, so a missing model fails within seconds
-        resolve_model(cfg.model)
-    except ModelNotFoundError as e:
-        sys.exit(f"error: {e}")
-    from attnrl_mini.policy import AdapterError
-    from attnrl_mini.tracking import TrackerError
-    from attnrl_mini.trainer import train
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    lock = None
     try:
+        cfg, resume, debug, explicit = _parse(argv)
+        validate(cfg)   # every value, before any work or any file is written
+        from attnrl_mini import run_dir
+        lock = run_dir.RunLock(cfg.out, warn=lambda m: print(m, file=sys.stderr))
+        if resume and run_dir.has_config(cfg.out):
+            cfg = run_dir.resume_config(cfg.out, explicit)
+            validate(cfg)
+        from attnrl_mini import data
+        with warnings.catch_warnings():   # the trainer reads the files again and warns then
+            warnings.simplefilter("ignore")
+            for path in {cfg.train_data, cfg.eval_data} - {"", "toy"}:
+                data.load_problems(path)  # a bad row fails now, not after the model is loaded
+        from attnrl_mini.policy import resolve_model
+        resolve_model(cfg.model)  # before the heavy imports, so a missing model fails within seconds
+        if resume:
+            from attnrl_mini.checkpoint import check_any_verifies
+            check_any_verifies(cfg.out)  # all checkpoints damaged: say so now, not after loading the model
+        from attnrl_mini.trainer import train
         history = train(cfg, resume=resume)
-    except (AdapterError, TrackerError) as e:   # checked before the run writes anything
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: the same command with --resume continues from the last checkpoint\n")
+        sys.exit(130)
+    except Exception as e:
+        if debug or not _is_user_error(e):
+            raise
         sys.exit(f"error: {e}")
+    finally:
+        if lock is not None:
+            lock.release()
     evals = [m["eval_accuracy"] for m in history if "eval_accuracy" in m]
     if evals:
         print(f"[attnrl] done: {len(history)} steps this session; last held-out accuracy {evals[-1]:.3f}; "
               f"metrics in {cfg.out}/metrics.jsonl, curves in {cfg.out}/curves.png")
+
+
+# Errors whose message already says what to fix (flag, file, line): printed as one line, no traceback.
+USER_ERRORS = [("attnrl_mini.config", "ConfigError"), ("attnrl_mini.data", "DataError"),
+               ("attnrl_mini.checkpoint", "CheckpointError"), ("attnrl_mini.policy", "ModelNotFoundError"),
+               ("attnrl_mini.policy", "AdapterError"), ("attnrl_mini.tracking", "TrackerError")]
+
+
+def _is_user_error(e: Exception) -> bool:
+    # only modules already imported can have raised their error: no slow import just to print a message
+    kinds = [getattr(sys.modules[m], name, None) for m, name in USER_ERRORS if m in sys.modules]
+    kinds = [k for k in kinds if k is not None]
+    disk = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+    return disk or isinstance(e, (FileExistsError, *kinds))
 
 
 if __name__ == "__main__":

@@ -1,41 +1,101 @@
 """Checkpoints that resume a run exactly: adapter, optimiser, RNGs, data position, ADS state,
-the pipeline's pending batch (with its chosen branch prefixes) and the step counter."""
+the pipeline's pending batch (with its chosen branch prefixes) and the step counter.
+
+A checkpoint is written to `step_N.tmp/`, its files' SHA-256 sums go to `checksums.json` last, and
+only then is the folder renamed to `step_N/`. So a kill or a full disk mid-save leaves only a `.tmp`
+folder (never chosen, removed at the next start), and flipped bytes are caught on load.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
+import re
 import shutil
 
 import torch
 
 STATE_FILE = "trainer_state.pt"
+CHECKSUM_FILE = "checksums.json"
+_FINISHED = re.compile(r"step_\d+")   # step_N.tmp (unfinished) and step_N.bad (failed to load) never match
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or loaded; the message names the file and why."""
 
 
 def checkpoint_dir(out_dir: str, step: int) -> str:
     return os.path.join(out_dir, "checkpoints", f"step_{step:06d}")
 
 
-def latest_checkpoint(out_dir: str) -> str | None:
+def finished_checkpoints(out_dir: str) -> list[str]:
+    """Finished checkpoints of a run, newest first."""
     root = os.path.join(out_dir, "checkpoints")
     if not os.path.isdir(root):
-        return None
-    done = sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, STATE_FILE)))
-    return os.path.join(root, done[-1]) if done else None
+        return []
+    done = [d for d in os.listdir(root) if _FINISHED.fullmatch(d) and os.path.isfile(os.path.join(root, d, STATE_FILE))]
+    return [os.path.join(root, d) for d in sorted(done, reverse=True)]
+
+
+def latest_checkpoint(out_dir: str) -> str | None:
+    done = finished_checkpoints(out_dir)
+    return done[0] if done else None
+
+
+def remove_unfinished(out_dir: str) -> list[str]:
+    """Delete `step_N.tmp` folders left by a run killed mid-save (call while holding the run's lock)."""
+    root = os.path.join(out_dir, "checkpoints")
+    stale = [os.path.join(root, d) for d in os.listdir(root) if d.endswith(".tmp")] if os.path.isdir(root) else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(folder: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, n), folder) for d, _, names in os.walk(folder) for n in names
+                  if n != CHECKSUM_FILE)
+
+
+def verify_checkpoint(path: str) -> None:
+    """Raise CheckpointError naming the first file whose bytes differ from when it was saved.
+    Checkpoints written before checksums existed (no checksums.json) are accepted as they are."""
+    manifest = os.path.join(path, CHECKSUM_FILE)
+    if not os.path.exists(manifest):
+        return
+    try:
+        with open(manifest) as f:
+            expected = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{manifest}: unreadable ({e})") from None
+    for name, digest in expected.items():
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            raise CheckpointError(f"{file}: missing")
+        if _sha256(file) != digest:
+            raise CheckpointError(f"{file}: checksum mismatch (the file changed after it was saved)")
 
 
 def resolve_adapter(path: str, flag: str) -> str:
     """The LoRA adapter directory that `path` names: itself (holding adapter_config.json), a
-    checkpoint's adapter/, or a run directory's latest checkpoint's adapter/. `flag` names the
-    command-line option in the error."""
+    checkpoint's adapter/, or a run directory's newest finished checkpoint's adapter/. A checkpoint's
+    files are checked against its checksums first. `flag` names the command-line option in the error."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{flag} {path!r}: no such directory")
     if os.path.isfile(os.path.join(path, "adapter_config.json")):
         return path
-    if os.path.isfile(os.path.join(path, "adapter", "adapter_config.json")):
-        return os.path.join(path, "adapter")
-    latest = latest_checkpoint(path)
-    if latest and os.path.isfile(os.path.join(latest, "adapter", "adapter_config.json")):
-        return os.path.join(latest, "adapter")
+    ckpt = path if os.path.isfile(os.path.join(path, "adapter", "adapter_config.json")) else latest_checkpoint(path)
+    if ckpt and os.path.isfile(os.path.join(ckpt, "adapter", "adapter_config.json")):
+        verify_checkpoint(ckpt)
+        return os.path.join(ckpt, "adapter")
     raise FileNotFoundError(
         f"{flag} {path!r} is neither a LoRA adapter directory (with adapter_config.json), a checkpoint "
         "(with adapter/), nor a training run directory with a finished checkpoint in checkpoints/")
@@ -44,6 +104,22 @@ def resolve_adapter(path: str, flag: str) -> str:
 def save_checkpoint(trainer, out_dir: str, keep: int = 3) -> str:
     path = checkpoint_dir(out_dir, trainer.step)
     tmp = path + ".tmp"  # write then rename: a run killed mid-save leaves the previous checkpoint intact
+    try:
+        _write(trainer, tmp)
+    except OSError as e:  # a full disk, a read-only folder: nothing half-written stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"saving checkpoint {path} failed: {e.strerror or e}; the previous checkpoints "
+                              "are intact, free space and --resume") from e
+    shutil.rmtree(path, ignore_errors=True)
+    os.rename(tmp, path)
+    root = os.path.dirname(path)
+    old = sorted(d for d in os.listdir(root) if _FINISHED.fullmatch(d))
+    for d in old[:-keep]:
+        shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+    return path
+
+
+def _write(trainer, tmp: str) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     trainer.model.save_pretrained(os.path.join(tmp, "adapter"))
@@ -64,22 +140,30 @@ def save_checkpoint(trainer, out_dir: str, keep: int = 3) -> str:
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
     torch.save(state, os.path.join(tmp, STATE_FILE))
-    shutil.rmtree(path, ignore_errors=True)
-    os.rename(tmp, path)
-    root = os.path.dirname(path)
-    old = sorted(d for d in os.listdir(root) if d.startswith("step_") and not d.endswith(".tmp"))
-    for d in old[:-keep]:
-        shutil.rmtree(os.path.join(root, d), ignore_errors=True)
-    return path
+    with open(os.path.join(tmp, CHECKSUM_FILE), "w") as f:   # last: its presence means every file is complete
+        json.dump({name: _sha256(os.path.join(tmp, name)) for name in _files(tmp)}, f, indent=1)
 
 
 def load_checkpoint(trainer, path: str) -> None:
+    """Restore everything, or raise CheckpointError naming the file and why."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    weights = load_file(os.path.join(path, "adapter", "adapter_model.safetensors"))
-    set_peft_model_state_dict(trainer.model, weights)
-    state = torch.load(os.path.join(path, STATE_FILE), weights_only=False, map_location="cpu")
+    verify_checkpoint(path)
+    adapter_file = os.path.join(path, "adapter", "adapter_model.safetensors")
+    state_file = os.path.join(path, STATE_FILE)
+    try:
+        weights = load_file(adapter_file)
+    except Exception as e:
+        raise CheckpointError(f"{adapter_file}: cannot be read ({type(e).__name__}: {e})") from e
+    try:
+        state = torch.load(state_file, weights_only=False, map_location="cpu")
+    except Exception as e:
+        raise CheckpointError(f"{state_file}: cannot be read ({type(e).__name__}: {e})") from e
+    try:
+        set_peft_model_state_dict(trainer.model, weights)
+    except Exception as e:  # e.g. a different LoRA shape
+        raise CheckpointError(f"{adapter_file}: does not fit the model ({type(e).__name__}: {str(e)[:200]})") from e
     trainer.step = state["step"]
     trainer.batches_sampled = state["batches_sampled"]
     trainer.prompt_batch_size = state["prompt_batch_size"]
@@ -90,8 +174,46 @@ def load_checkpoint(trainer, path: str) -> None:
     trainer.running_fci.load_state_dict(state["running_fci"])
     trainer.batch_ctl.load_state_dict(state["batch_ctl"])
     trainer.optimizer.load_state_dict(state["optimizer"])
+    for group in trainer.optimizer.param_groups:   # an lr changed on --resume takes effect (run_dir)
+        group["lr"] = trainer.cfg.lr
     trainer.rng.setstate(state["python_rng"])
     random.setstate(state["global_python_rng"])
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def check_any_verifies(out_dir: str) -> None:
+    """Before any work on --resume: CheckpointError unless no checkpoint exists or one passes its checksums."""
+    reasons = []
+    for path in finished_checkpoints(out_dir):
+        try:
+            return verify_checkpoint(path)
+        except CheckpointError as e:
+            reasons.append(str(e))
+    if reasons:
+        raise _none_loads(out_dir, reasons[0])
+
+
+def load_latest_checkpoint(trainer, out_dir: str, warn=print) -> str | None:
+    """Load the newest checkpoint that loads; each one that does not is named in a warning with the
+    reason and, once an older one loaded, set aside as `step_N.bad` (its steps are redone)."""
+    failed = []
+    for path in finished_checkpoints(out_dir):
+        try:
+            load_checkpoint(trainer, path)
+        except CheckpointError as e:
+            warn(f"[attnrl] warning: checkpoint {path} cannot be loaded: {e}; trying the previous one")
+            failed.append((path, str(e)))
+            continue
+        for bad, _ in failed:
+            shutil.rmtree(bad + ".bad", ignore_errors=True)
+            os.replace(bad, bad + ".bad")
+        return path
+    if failed:
+        raise _none_loads(out_dir, failed[0][1])
+    return None
+
+
+def _none_loads(out_dir: str, newest_reason: str) -> CheckpointError:
+    return CheckpointError(f"no checkpoint of {out_dir} can be loaded; the newest: {newest_reason}")

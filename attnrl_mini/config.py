@@ -20,91 +20,115 @@ def opt(default: Any, help: str, choices: tuple = ()) -> Any:
 @dataclass
 class Config:
     # --- run ---
-    model: str = "toy"                 # "toy", a local directory, or a hub id
-    algo: str = "attnrl"               # attnrl | treerl | grpo
-    steps: int = 100                   # training steps (policy updates)
-    max_generated_tokens: int = 0      # stop early once this many tokens were generated (0 = no cap)
-    seed: int = 0
-    out: str = "runs/toy"
-    device: str = "auto"               # auto | cpu | cuda
-    dtype: str = "float32"             # float32 | bfloat16
-    train_data: str = "toy"            # "toy" or a JSONL/parquet file of problems
-    eval_data: str = ""                # held-out set: "" = the toy test set (toy) or MATH-500; or a file
-    threads: int = 0                   # torch CPU threads (0 = torch's default)
+    model: str = opt("toy", "the policy: 'toy' (built-in CPU world), a local model directory, or a hub id")
+    algo: str = opt("attnrl", "the method (docs/algorithm.md §h): its switches are applied before explicit flags",
+                    choices=("attnrl", "treerl", "grpo"))
+    steps: int = opt(100, "training steps (policy updates); may grow on --resume to extend a finished run")
+    max_generated_tokens: int = opt(0, "stop early once this many tokens were generated (0 = no cap)")
+    seed: int = opt(0, "seed of the data order, sampling and branch choices")
+    out: str = opt("runs/toy", "run directory: metrics.jsonl, trees.jsonl, config.json, checkpoints/")
+    device: str = opt("auto", "where the trainer runs (auto = cuda when visible)", choices=("auto", "cpu", "cuda"))
+    dtype: str = opt("float32", "trainer weights' dtype", choices=("float32", "bfloat16", "float16"))
+    train_data: str = opt("toy", "'toy' or a .jsonl / .jsonl.gz / verl .parquet file of training problems")
+    eval_data: str = opt("", "held-out problems file ('' = the toy test set for toy data, else MATH-500)")
+    threads: int = opt(0, "torch CPU threads (0 = torch's default)")
 
     # --- policy / LoRA ---
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_target_modules: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-    load_in_4bit: bool = False         # QLoRA: 4-bit nf4 base via bitsandbytes
-    gradient_checkpointing: bool = False
+    lora_rank: int = opt(16, "LoRA rank r")
+    lora_alpha: int = opt(32, "LoRA scale α (the update is scaled by α/r)")
+    lora_target_modules: str = opt("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                                   "comma-separated module names that get LoRA adapters")
+    load_in_4bit: bool = opt(False, "QLoRA: a 4-bit nf4 base model through bitsandbytes")
+    gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass to save memory")
     init_adapter: str = opt("", "start from this peft LoRA adapter (a directory with adapter_config.json, a checkpoint, "
                                 "or a run directory's latest checkpoint); only the weights: step 0, fresh optimiser and "
                                 "data order, unlike --resume, which continues the run in --out exactly")
 
     # --- sampling (§g: train temperature 1, top-p 1, top-k off) ---
-    n_initial: int = 6                 # G: initial responses per prompt
-    temperature: float = 1.0
-    max_prompt_tokens: int = 1024
-    max_response_tokens: int = 8192
+    n_initial: int = opt(6, "G: initial responses per prompt (§e)")
+    temperature: float = opt(1.0, "sampling temperature of the training rollouts (§g)")
+    max_prompt_tokens: int = opt(1024, "longer training prompts are filtered out (§j)")
+    max_response_tokens: int = opt(8192, "response budget per rollout, prefix included for continuations (§j)")
 
     # --- branching (§c, Eq. 7) ---
-    branch_selector: str = "fci"       # fci (ATB) | entropy (TreeRL) | first_steps | random
-    n_branch_points: int = 2           # N
-    n_continuations: int = 2           # T (hard-coded 2 in the release)
-    fci_delta: int = 4                 # Δ in Eq. 5
-    fci_quantile: float = 0.8          # τ = quantile(y, 0.8): the paper's top ρ = 20%
-    min_branch_gap: int = 512          # tokens between branch points (release only)
-    min_branch_start: int = 512        # absolute (prompt-inclusive) start >= this (release only)
-    fci_query_chunk: int = 256         # query rows per block in the exact chunked FCI
-    score_batch_size: int = 8          # sequences per no-grad scoring forward (old log-probs, entropies, FCI)
+    branch_selector: str = opt("fci", "where branches fork: fci = ATB (§c), entropy = TreeRL, first_steps, "
+                               "random; none = no tree (GRPO, set by --algo grpo)",
+                               choices=("fci", "entropy", "first_steps", "random", "none"))
+    n_branch_points: int = opt(2, "N: branch points per branched response (§c)")
+    n_continuations: int = opt(2, "T: continuations sampled from each branch point (§c)")
+    fci_delta: int = opt(4, "Δ in Eq. 5: attention from the Δ nearest later steps is ignored in FCI")
+    fci_quantile: float = opt(0.8, "branch candidates are steps with FCI ≥ this quantile: 1 − ρ in Eq. 7 "
+                              "(ρ = 0.2, the top 20%)")
+    min_branch_gap: int = opt(512, "minimum tokens between two branch points (release only, §c)")
+    min_branch_start: int = opt(512, "branch points start at this absolute (prompt-inclusive) position or later "
+                                "(release only, §c)")
+    fci_query_chunk: int = opt(256, "query rows per block in the exact chunked FCI (memory knob, §b)")
+    score_batch_size: int = opt(8, "sequences per no-grad scoring forward (old log-probs, entropies, FCI)")
 
-    # --- adaptive sampling (§e, Eq. 8–10) ---
-    branch_count_rule: str = "ceil"    # ceil (release) | round (paper) | uniform (M ≡ G)
-    attention_filter: bool = True      # all-correct prompts kept only if mean FCI > running mean
-    running_mean: str = "cumulative"   # cumulative (release) | ema
-    running_mean_ema: float = 0.1
-    drop_easy: bool = False            # Fig. 7: drop every all-correct prompt, no FCI test
-    train_unbranched: bool = False     # release: unbranched responses count in V(R) but are not trained
-    zero_adv_filter: bool = True
-    dynamic_batch: bool = True
-    prompts_per_step: int = 64         # initial prompt batch size
-    target_sequences: int = 1920       # B' = 64·6·5
-    batch_lambda: float = 0.9          # λ in Eq. 10
-    max_prompts_per_step: int = 512
+    # --- adaptive sampling (§e, Eq. 8-10) ---
+    branch_count_rule: str = opt("ceil", "responses branched per prompt M (Eq. 9): ceil (release), round (paper), "
+                                 "uniform (M = G)", choices=("ceil", "round", "uniform"))
+    attention_filter: bool = opt(True, "Eq. 8: an all-correct prompt is kept only if its mean FCI exceeds the "
+                                 "running mean")
+    running_mean: str = opt("cumulative", "the running mean FCI of Eq. 8: cumulative (release) or ema",
+                            choices=("cumulative", "ema"))
+    running_mean_ema: float = opt(0.1, "EMA weight of the newest batch when --running-mean ema")
+    drop_easy: bool = opt(False, "Fig. 7 ablation: drop every all-correct prompt, no FCI test")
+    train_unbranched: bool = opt(False, "also train responses that were not branched (release: they only count "
+                                 "in V(R))")
+    zero_adv_filter: bool = opt(True, "drop prompts whose leaves all share one reward (zero advantage, §e)")
+    dynamic_batch: bool = opt(True, "adapt the prompt batch size to the valid sequences (Eq. 10)")
+    prompts_per_step: int = opt(64, "B_1: the initial prompt batch size")
+    target_sequences: int = opt(1920, "B': target trained sequences per step in Eq. 10 (release 64·6·5)")
+    batch_lambda: float = opt(0.9, "λ in Eq. 10: smoothing of the prompt batch size")
+    max_prompts_per_step: int = opt(512, "upper bound of the prompt batch size B_m")
 
     # --- pipeline (§f) ---
-    one_step_stale: bool = True        # one generation call per step (initials of m+1 + branches of m)
+    one_step_stale: bool = opt(True, "one generation call per step: initials of batch m+1 with the branches of "
+                               "batch m (§f)")
 
     # --- loss and optimiser (§g) ---
-    lr: float = 1e-6
-    weight_decay: float = 0.01
-    clip_low: float = 0.2
-    clip_high: float = 0.28
-    clip_c: float = 3.0                # dual clip
-    kl_coef: float = 0.001
+    lr: float = opt(1e-6, "AdamW learning rate (constant, §g); may change on --resume")
+    weight_decay: float = opt(0.01, "AdamW weight decay")
+    clip_low: float = opt(0.2, "ε_low: the PPO ratio is clipped below at 1 − ε_low (§g)")
+    clip_high: float = opt(0.28, "ε_high: the PPO ratio is clipped above at 1 + ε_high (clip-higher, §g)")
+    clip_c: float = opt(3.0, "c: dual-clip bound of the loss for negative advantages (§g)")
+    kl_coef: float = opt(0.001, "β: weight of the k3 KL to the initial policy in the loss (§g)")
     dr_grpo: bool = opt(False, "GRPO advantage r − mean(r), not divided by the group std (Dr. GRPO; departure, default off)")
-    grad_clip: float = 1.0
-    mini_batch_sequences: int = 192    # sequences per optimiser step
-    micro_batch_tokens: int = 36864    # tokens per forward/backward micro-batch
-    logprob_chunk_tokens: int = 1024   # positions per chunk when turning hidden states into log-probs
+    grad_clip: float = opt(1.0, "gradient-norm clip before each optimiser step")
+    mini_batch_sequences: int = opt(192, "sequences per optimiser step (release: 32 prompts × 6)")
+    micro_batch_tokens: int = opt(36864, "padded tokens per forward/backward micro-batch (memory knob)")
+    logprob_chunk_tokens: int = opt(1024, "positions per chunk when turning hidden states into log-probs "
+                                    "(memory knob)")
 
     # --- generation backend ---
-    generator: str = "auto"            # auto | vllm | hf
-    vllm_url: str = ""                 # use a server the user started instead of a sidecar
-    gpu_memory_utilization: float = 0.3
-    vllm_sleep: bool = False           # put the sidecar to sleep while the trainer works
+    generator: str = opt("auto", "sampler: auto = the vLLM sidecar when vllm is installed, else in-process HF",
+                         choices=("auto", "vllm", "hf"))
+    vllm_url: str = opt("", "use a vLLM server you started (http://host:port) instead of a sidecar")
+    gpu_memory_utilization: float = opt(0.3, "the vLLM sidecar's share of GPU memory")
+    vllm_sleep: bool = opt(False, "put the sidecar to sleep while the trainer works (frees its GPU memory)")
     vocab_guard: bool = opt(True, "samplers never emit ids beyond the tokenizer's vocabulary (the output layer's "
                                   "padding rows; the release's vLLM can), and no prefix holding one is sent")
 
     # --- evaluation and outputs ---
-    eval_every: int = 20
-    eval_problems: int = 500
-    eval_temperature: float = 1.0
-    save_every: int = 10
-    dump_trees: int = 2                # rollout trees per step written to trees.jsonl
+    eval_every: int = opt(20, "held-out evaluation every this many steps (and at the last step)")
+    eval_problems: int = opt(500, "held-out problems per evaluation")
+    eval_temperature: float = opt(1.0, "sampling temperature of the held-out evaluation")
+    save_every: int = opt(10, "checkpoint every this many steps (and at the last step)")
+    dump_trees: int = opt(2, "rollout trees per step written to trees.jsonl")
     report_to: str = opt("none", "experiment trackers, comma-separated: none, tensorboard, wandb, trackio "
                                  "(metrics.jsonl is always written; credentials come from the environment)")
+
+
+# Fields that --resume accepts with a new value: how long, how often to evaluate/save, where and how
+# fast to compute. Every other field defines the run (its data, model, algorithm, randomness) and is
+# refused on --resume (run_dir.resume_config). A changed value is recorded in config.json.
+MAY_CHANGE_ON_RESUME = frozenset({
+    "steps", "max_generated_tokens", "lr", "eval_every", "eval_problems", "eval_temperature", "save_every",
+    "dump_trees", "threads", "generator", "vllm_url", "gpu_memory_utilization", "vllm_sleep",
+    "fci_query_chunk", "score_batch_size", "micro_batch_tokens", "logprob_chunk_tokens",
+    "report_to", "vocab_guard",
+})
 
 
 PRESETS: dict[str, dict] = {
@@ -153,6 +177,68 @@ def make_config(preset: str | None = None, **overrides) -> Config:
     if unknown:
         raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
     return Config(**values)
+
+
+class ConfigError(ValueError):
+    """A user error in the run's settings; the message names the flag (or file) and what is wrong."""
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# (predicate, what it must be) for each numeric field; relations between fields follow in validate().
+_AT_LEAST_1 = ("steps", "n_initial", "n_branch_points", "n_continuations", "max_prompt_tokens", "max_response_tokens",
+               "lora_rank", "lora_alpha", "fci_query_chunk", "score_batch_size", "prompts_per_step",
+               "target_sequences", "max_prompts_per_step", "mini_batch_sequences", "micro_batch_tokens",
+               "logprob_chunk_tokens", "eval_every", "eval_problems", "save_every")
+_AT_LEAST_0 = ("max_generated_tokens", "seed", "threads", "fci_delta", "min_branch_gap", "min_branch_start",
+               "dump_trees", "weight_decay", "kl_coef", "eval_temperature")
+_RANGES = {  # name: (test, description)
+    "temperature": (lambda x: x > 0, "> 0"),
+    "fci_quantile": (lambda x: 0 < x < 1, "in (0, 1)"),
+    "running_mean_ema": (lambda x: 0 < x <= 1, "in (0, 1]"),
+    "batch_lambda": (lambda x: 0 <= x < 1, "in [0, 1)"),
+    "clip_low": (lambda x: 0 < x < 1, "in (0, 1)"),
+    "clip_high": (lambda x: x > 0, "> 0"),
+    "clip_c": (lambda x: x > 1, "> 1 (the dual clip bounds the loss at c·|Â|, above the clipped ratio)"),
+    "lr": (lambda x: 0 < x < 1, "in (0, 1)"),
+    "grad_clip": (lambda x: x > 0, "> 0"),
+    "gpu_memory_utilization": (lambda x: 0 < x <= 1, "in (0, 1]"),
+    **{name: (lambda x: x >= 1, ">= 1") for name in _AT_LEAST_1},
+    **{name: (lambda x: x >= 0, ">= 0") for name in _AT_LEAST_0},
+}
+
+
+def validate(cfg: Config) -> None:
+    """Check every value before any work; one ConfigError listing each problem with its flag."""
+    import math
+    import os
+
+    problems = []
+    for f in dataclasses.fields(Config):
+        value, choices = getattr(cfg, f.name), f.metadata.get("choices", ())
+        if choices and value not in choices:
+            problems.append(f"{flag(f.name)} must be one of {', '.join(choices)}, got {value!r}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{flag(f.name)} must be a finite number, got {value}")
+        elif f.name in _RANGES and not _RANGES[f.name][0](value):
+            problems.append(f"{flag(f.name)} must be {_RANGES[f.name][1]}, got {value}")
+    if cfg.max_prompts_per_step < cfg.prompts_per_step:
+        problems.append(f"--max-prompts-per-step ({cfg.max_prompts_per_step}) must be >= --prompts-per-step "
+                        f"({cfg.prompts_per_step})")
+    if not [m for m in cfg.lora_target_modules.split(",") if m.strip()]:
+        problems.append("--lora-target-modules must name at least one module")
+    if cfg.vllm_url and not cfg.vllm_url.startswith(("http://", "https://")):
+        problems.append(f"--vllm-url must start with http:// or https://, got {cfg.vllm_url!r}")
+    if not cfg.out.strip():
+        problems.append("--out must not be empty")
+    for name in ("train_data", "eval_data"):
+        path = getattr(cfg, name)
+        if path and path != "toy" and not os.path.isfile(path):
+            problems.append(f"{flag(name)} {path!r}: no such file")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def algo_overrides(algo: str) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,10 @@ DEFAULT_K: dict[str, int] = {"math500": 4, "aime24": 32, "aime25": 32, "amc23": 
 TRAIN_FILE = DATA_DIR / "dapo_math_train.jsonl.gz"
 
 INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
+
+
+class DataError(ValueError):
+    """A problem file that cannot be used; the message names the file and, where known, the line or row."""
 
 
 @dataclass
@@ -51,10 +56,10 @@ def _problem_from_record(record, where: str, default_id: str, default_source: st
     skipped (with a warning) rather than failing the whole file (2 rows of the training set).
     """
     if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     problem = record.get("problem")
     if not isinstance(problem, str) or not problem.strip():
-        raise ValueError(f"{where}: field 'problem' must be a non-empty string, got {problem!r:.80}")
+        raise DataError(f"{where}: field 'problem' must be a non-empty string, got {problem!r:.80}")
     answer = record.get("answer")
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
         answer = str(answer)  # a bare number is a fine ground truth
@@ -62,12 +67,12 @@ def _problem_from_record(record, where: str, default_id: str, default_source: st
         return None
     if isinstance(answer, list):
         if not answer or not all(isinstance(a, str) and a.strip() for a in answer):
-            raise ValueError(f"{where}: field 'answer' is a list, so it must hold non-empty strings, got {answer!r:.80}")
+            raise DataError(f"{where}: field 'answer' is a list, so it must hold non-empty strings, got {answer!r:.80}")
     elif not isinstance(answer, str) or not answer.strip():
-        raise ValueError(f"{where}: field 'answer' must be a non-empty string or a list of strings, got {answer!r:.80}")
+        raise DataError(f"{where}: field 'answer' must be a non-empty string or a list of strings, got {answer!r:.80}")
     level = record.get("level")
     if level is not None and (not isinstance(level, int) or isinstance(level, bool)):
-        raise ValueError(f"{where}: field 'level' must be an integer, got {level!r}")
+        raise DataError(f"{where}: field 'level' must be an integer, got {level!r}")
     return Problem(id=str(record.get("id", default_id)), problem=problem, answer=answer,
                    source=str(record.get("source", default_source)), level=level)
 
@@ -85,10 +90,10 @@ def problem_from_verl_row(row: dict, where: str, default_id: str) -> Problem | N
         prompt = prompt.tolist()
     if not isinstance(prompt, list) or len(prompt) != 1 or not isinstance(prompt[0], dict) \
             or not isinstance(prompt[0].get("content"), str):
-        raise ValueError(f"{where}: 'prompt' must be a list with one message {{'role', 'content'}}, got {prompt!r:.80}")
+        raise DataError(f"{where}: 'prompt' must be a list with one message {{'role', 'content'}}, got {prompt!r:.80}")
     reward_model = row.get("reward_model")
     if not isinstance(reward_model, dict) or "ground_truth" not in reward_model:
-        raise ValueError(f"{where}: 'reward_model.ground_truth' is missing")
+        raise DataError(f"{where}: 'reward_model.ground_truth' is missing")
     answer = reward_model["ground_truth"]
     if hasattr(answer, "tolist"):
         answer = answer.tolist()
@@ -103,7 +108,7 @@ def problem_from_verl_row(row: dict, where: str, default_id: str) -> Problem | N
 def load_problems(path: str | Path) -> list[Problem]:
     """Problems of a .jsonl / .jsonl.gz file, or of a verl-style .parquet file (needs pyarrow).
 
-    A malformed row raises ValueError naming the file, the line (row) and what is wrong.
+    A malformed row or file raises DataError (a ValueError) naming the file, the line (row) and what is wrong.
     """
     path = Path(path)
     if not path.is_file():
@@ -115,7 +120,15 @@ def load_problems(path: str | Path) -> list[Problem]:
         except ImportError as error:
             raise ImportError(f"reading {path} needs pyarrow (pip install pyarrow), "
                               "or convert it to JSONL") from error
-        rows = pq.read_table(path).to_pylist()
+        try:
+            table = pq.read_table(path)
+        except Exception as error:  # pyarrow's ArrowInvalid / OSError for a file that is not parquet
+            raise DataError(f"{path}: not a readable parquet file ({str(error).splitlines()[0]})") from None
+        missing = [c for c in ("prompt", "reward_model") if c not in table.column_names]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; a verl-style file has prompt, "
+                            f"reward_model, data_source, extra_info (this one has {', '.join(table.column_names)})")
+        rows = table.to_pylist()
         problems = [problem_from_verl_row(row, f"{path}: row {i}", default_id=f"{path.stem}-{i}")
                     for i, row in enumerate(rows)]
         return _drop_empty_answers(problems, path, "rows", list(range(len(rows))))
@@ -126,20 +139,26 @@ def load_problems(path: str | Path) -> list[Problem]:
         opener = lambda: open(path, encoding="utf-8")  # noqa: E731
         stem = name[: -len(".jsonl")]
     else:
-        raise ValueError(f"{path}: unknown problem file type; use .jsonl, .jsonl.gz or .parquet")
+        raise DataError(f"{path}: unknown problem file type; use .jsonl, .jsonl.gz or .parquet")
     problems, line_numbers = [], []
-    with opener() as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}: line {line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
-            problems.append(_problem_from_record(record, where, default_id=f"{stem}-{line_number - 1}",
-                                                 default_source=stem))
-            line_numbers.append(line_number)
+    line_number = 0
+    try:
+        with opener() as f:
+            for line_number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}: line {line_number}"
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+                problems.append(_problem_from_record(record, where, default_id=f"{stem}-{line_number - 1}",
+                                                     default_source=stem))
+                line_numbers.append(line_number)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text, at or after line {line_number + 1} ({error.reason})") from None
+    except (OSError, EOFError, zlib.error) as error:  # a corrupt or truncated .gz
+        raise DataError(f"{path}: after line {line_number}: cannot be decompressed ({error})") from None
     return _drop_empty_answers(problems, path, "lines", line_numbers)
 
 
@@ -150,7 +169,7 @@ def _drop_empty_answers(problems: list[Problem | None], path: Path, unit: str, p
                       f"{', '.join(map(str, skipped[:10]))}{', ...' if len(skipped) > 10 else ''})", stacklevel=3)
     kept = [problem for problem in problems if problem is not None]
     if not kept:
-        raise ValueError(f"{path}: no problems in the file")
+        raise DataError(f"{path}: no problems in the file")
     return kept
 
 

@@ -43,6 +43,9 @@ def resolve_model(name: str) -> str:
         if not os.path.isfile(os.path.join(name, "config.json")):
             raise ModelNotFoundError(f"{name!r} is a directory but has no config.json; "
                                      "pass a directory saved with save_pretrained (config.json + weights + tokenizer).")
+        if not any(f.endswith((".safetensors", ".bin", ".safetensors.index.json")) for f in os.listdir(name)):
+            raise ModelNotFoundError(f"{name!r} has a config.json but no weights (*.safetensors or *.bin); "
+                                     "pass a directory saved with save_pretrained.")
         return os.path.abspath(name)
     repo_id = MODEL_ALIASES.get(name, name)
     if repo_id.count("/") != 1:

@@ -13,15 +13,37 @@ class RunLog:
         self.metrics_path = os.path.join(out_dir, "metrics.jsonl")
         self.trees_path = os.path.join(out_dir, "trees.jsonl")
 
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop the records of steps after the checkpoint (they will be redone)."""
+    def truncate_after(self, step: int, warn=print) -> None:
+        """On resume: drop the records of steps after the checkpoint (they will be redone).
+
+        A partial last line (a kill mid-write) is dropped with a warning; a broken line elsewhere is an
+        error naming the file and line, since it is not what an interrupted append leaves."""
         for path in (self.metrics_path, self.trees_path):
             if not os.path.exists(path):
                 continue
-            with open(path) as f:
-                keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-            with open(path, "w") as f:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = f.readlines()
+            keep = []
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    record_step = record["step"]
+                except (ValueError, KeyError, TypeError) as e:
+                    if number == len(lines) and not line.endswith("\n"):
+                        warn(f"[attnrl] warning: {path}: dropped the partial last line {number} (a run killed mid-write)")
+                        continue
+                    raise ValueError(f"{path}: line {number} is not a step record ({type(e).__name__}: {e})") from None
+                if record_step <= step:
+                    keep.append(line if line.endswith("\n") else line + "\n")
+            tmp = path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
                 f.writelines(keep)
+            os.replace(tmp, path)
+
+    def has_records(self) -> bool:
+        return os.path.exists(self.metrics_path) and os.path.getsize(self.metrics_path) > 0
 
     def write_metrics(self, record: dict, summary: str = "") -> None:
         with open(self.metrics_path, "a") as f:

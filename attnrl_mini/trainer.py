@@ -22,7 +22,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm import tqdm
@@ -536,10 +536,7 @@ def _prompt_valid_ratio(batch: Batch) -> float:
 # A whole run: build the parts, then the loop (what `python train.py` calls)
 # --------------------------------------------------------------------------------------------
 def train(cfg: Config, resume: bool = False) -> list[dict]:
-    import json
-    from dataclasses import asdict
-
-    from attnrl_mini import checkpoint, data, evaluate, policy
+    from attnrl_mini import checkpoint, data, evaluate, policy, run_dir
     from attnrl_mini.generation import make_generator
     from attnrl_mini.reward import Grader
     from attnrl_mini.runlog import RunLog
@@ -582,14 +579,10 @@ def train(cfg: Config, resume: bool = False) -> list[dict]:
         raise ValueError(f"no training problem fits max_prompt_tokens={cfg.max_prompt_tokens}")
 
     runlog = RunLog(cfg.out)
-    ckpt = checkpoint.latest_checkpoint(cfg.out) if resume else None
-    if resume and ckpt is None:
-        log(f"[attnrl] --resume: no checkpoint in {cfg.out}/checkpoints, starting from scratch")
-        runlog.truncate_after(-1)  # records of a run killed before its first checkpoint are redone
-    if not resume and runlog.read_metrics():
+    if not resume and runlog.has_records():
         raise FileExistsError(f"{cfg.out} already holds a run; pass --resume to continue it or --out for a new one")
-    with open(os.path.join(cfg.out, "config.json"), "w") as f:
-        json.dump(asdict(cfg), f, indent=1)
+    for stale in checkpoint.remove_unfinished(cfg.out):
+        log(f"[attnrl] removed {stale}: a checkpoint whose save never finished")
     runlog.trackers = Trackers(trackers, cfg.out, asdict(cfg)) if trackers else None
 
     grader = Grader(timeout=5.0)
@@ -610,12 +603,21 @@ def train(cfg: Config, resume: bool = False) -> list[dict]:
     trainer = Trainer(cfg, model, tok, generator, grader, train_problems, encode, log=log)
     history = []
     try:
+        ckpt = checkpoint.load_latest_checkpoint(trainer, cfg.out, warn=log) if resume else None
         if ckpt:
-            checkpoint.load_checkpoint(trainer, ckpt)
             trainer._publish_adapter()
-            runlog.truncate_after(trainer.step)
+            runlog.truncate_after(trainer.step, warn=log)
+            for c in run_dir.write_config(cfg, step=trainer.step):
+                log(f"[attnrl] --{c['field'].replace('_', '-')} changed from {c['from']!r} to {c['to']!r} at step {c['step']}")
             log(f"[attnrl] resumed from {ckpt} at step {trainer.step}")
+            if cfg.one_step_stale and trainer.pending is None and trainer.step < cfg.steps:
+                trainer.warmup()  # a finished run extended: its last step sampled no next batch, so sample one now
+                log(f"[attnrl] extending a finished run: sampled a fresh batch with the step-{trainer.step} adapter")
         else:
+            if resume:
+                log(f"[attnrl] --resume: no checkpoint in {cfg.out}/checkpoints, starting from scratch")
+                runlog.truncate_after(-1, warn=log)  # records of a run killed before its first checkpoint are redone
+            run_dir.write_config(cfg)
             t0 = time.time()
             record = {"step": 0, "generator": generator.name, "eval_accuracy": held_out_eval(),
                       "seconds_eval": round(time.time() - t0, 3)}
