@@ -240,7 +240,8 @@ def main():
         rows = bad_inputs(root, reference_dir)
         parts.append(f"Bad inputs ({sum(r[3] == 'yes' for r in rows)} of {len(rows)} one-line errors):\n\n" +
                      table(["command", "last stderr line", "seconds wall / CPU", "one error line, no traceback"], rows))
-    with open(os.path.join(root, f"faults{'_' + args.only if args.only else ''}.md"), "w") as f:
+    report = f"faults_{args.only}.md" if args.only else "faults.md"
+    with open(os.path.join(root, report), "w") as f:
         f.write("\n\n".join(parts) + "\n")
     print("\n\n".join(parts))
 
