@@ -91,6 +91,8 @@ def main(argv=None) -> None:
     try:
         cfg, resume, debug, explicit = _parse(argv)
         validate(cfg)   # every value, before any work or any file is written
+        from attnrl_mini.tracking import parse_report_to
+        parse_report_to(cfg.report_to)   # a missing tracker package: before the run directory exists
         from attnrl_mini import run_dir
         lock = run_dir.RunLock(cfg.out, warn=lambda m: print(m, file=sys.stderr))
         if resume and run_dir.has_config(cfg.out):
