@@ -110,7 +110,7 @@ def draw_png(report: dict, path: str) -> None:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description="Show a response's steps, FCI and AttnRL branch points.")
-    ap.add_argument("--model", default="toy", help="'toy', a local model directory, or a hub id")
+    ap.add_argument("--model", default="toy", help="'toy', 'toy-plan', a local model directory, or a hub id")
     ap.add_argument("--prompt", required=True, help="problem text (put through the prompt template)")
     ap.add_argument("--response", default=None, help="response text; default: sample one from the model")
     ap.add_argument("--seed", type=int, default=0)
@@ -121,8 +121,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--png", default="", help="draw the step attention and FCI to this file")
     args = ap.parse_args(argv)
 
-    toy = args.model == "toy"
-    cfg = make_config("toy" if toy else None)
+    toy = args.model in ("toy", "toy-plan")          # the built-in worlds; each has a preset of its name
+    cfg = make_config(args.model if toy else None)
     model_dir = resolve_model(args.model)
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, dtype=args.dtype, device=resolve_device(args.device)).eval()
