@@ -18,7 +18,6 @@ written results after "=" (where its slips are made; toy has no decision step, s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -26,7 +25,7 @@ import time
 
 import torch
 
-from world_sample import ROOT, load, sample_and_score, top_fraction
+from world_sample import ROOT, load, load_worlds, save_world, sample_and_score, top_fraction
 
 from attnrl_mini.branching import fci_candidate_steps
 from attnrl_mini.reward import Grader
@@ -128,13 +127,13 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     with Grader(timeout=5.0) as grader:
-        results = [measure(w, args.prompts, args.test, args.G, args.seed, grader) for w in args.worlds.split(",")]
+        for w in args.worlds.split(","):
+            save_world(args.out, measure(w, args.prompts, args.test, args.G, args.seed, grader))
+    results = load_worlds(args.out)   # every world measured into --out so far, so worlds can be run apart
     text = table(results)
     print(text)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(text)
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

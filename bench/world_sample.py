@@ -5,6 +5,7 @@ Used by bench/world_properties.py, bench/disruption.py and bench/branch_outcomes
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -104,3 +105,15 @@ def top_fraction(values: torch.Tensor, fraction: float = 0.2) -> set[int]:
         return set()
     tau = torch.quantile(values.double(), 1.0 - fraction).item()
     return {i for i, v in enumerate(values.tolist()) if v >= tau}
+
+
+def save_world(out_dir: str, result: dict) -> None:
+    with open(os.path.join(out_dir, f"{result['world']}.json"), "w") as f:
+        json.dump(result, f, indent=1)
+
+
+def load_worlds(out_dir: str) -> list[dict]:
+    """The per-world results saved in out_dir, first world first (toy, then toy-plan)."""
+    from attnrl_mini.worlds import WORLD_NAMES
+    paths = [os.path.join(out_dir, f"{w}.json") for w in WORLD_NAMES]
+    return [json.load(open(p)) for p in paths if os.path.exists(p)]
