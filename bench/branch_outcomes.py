@@ -23,13 +23,13 @@ import time
 
 import torch
 
-from world_sample import ROOT, load, load_worlds, save_world
+from world_sample import ROOT, load, measure_worlds
 
 from attnrl_mini.config import algo_overrides, make_config
 from attnrl_mini.policy import add_lora
-from attnrl_mini.reward import Grader
 from attnrl_mini.toy import toy_prompt_ids
 from attnrl_mini.trainer import Trainer
+from attnrl_mini.reward import Grader
 from attnrl_mini.worlds import get_world
 
 ROWS = {
@@ -110,15 +110,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "branch_outcomes"))
     args = ap.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    with Grader(timeout=5.0) as grader:
-        for w in args.worlds.split(","):
-            save_world(args.out, measure(w, args.prompts, args.seed, grader))
-    results = load_worlds(args.out)   # every world measured into --out so far, so worlds can be run apart
-    text = table(results)
-    print(text)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(text)
+    measure_worlds(args.out, args.worlds, lambda w, grader: measure(w, args.prompts, args.seed, grader), table)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from world_sample import ROOT, load, load_worlds, save_world, sample_and_score, top_fraction
+from world_sample import ROOT, load, measure_worlds, sample_and_score, top_fraction
 
 from attnrl_mini.branching import fci_candidate_steps
 from attnrl_mini.disruption import disrupted
@@ -190,15 +190,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "disruption"))
     args = ap.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    with Grader(timeout=5.0) as grader:
-        for w in args.worlds.split(","):
-            save_world(args.out, study(w, args.responses, args.regens, args.seed, grader))
-    results = load_worlds(args.out)   # every world measured into --out so far, so worlds can be run apart
-    text = table(results)
-    print(text)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(text)
+    results = measure_worlds(args.out, args.worlds,
+                             lambda w, grader: study(w, args.responses, args.regens, args.seed, grader), table)
     plot(results, os.path.join(args.out, "disruption.png"))
 
 

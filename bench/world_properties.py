@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from world_sample import ROOT, load, load_worlds, save_world, sample_and_score, top_fraction
+from world_sample import ROOT, load, measure_worlds, sample_and_score, top_fraction
 
 from attnrl_mini.branching import fci_candidate_steps
 from attnrl_mini.reward import Grader
@@ -125,15 +125,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "world_properties"))
     args = ap.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    with Grader(timeout=5.0) as grader:
-        for w in args.worlds.split(","):
-            save_world(args.out, measure(w, args.prompts, args.test, args.G, args.seed, grader))
-    results = load_worlds(args.out)   # every world measured into --out so far, so worlds can be run apart
-    text = table(results)
-    print(text)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(text)
+    measure_worlds(args.out, args.worlds,
+                   lambda w, grader: measure(w, args.prompts, args.test, args.G, args.seed, grader), table)
 
 
 if __name__ == "__main__":

@@ -117,3 +117,18 @@ def load_worlds(out_dir: str) -> list[dict]:
     from attnrl_mini.worlds import WORLD_NAMES
     paths = [os.path.join(out_dir, f"{w}.json") for w in WORLD_NAMES]
     return [json.load(open(p)) for p in paths if os.path.exists(p)]
+
+
+def measure_worlds(out_dir: str, worlds: str, measure_one, table) -> list[dict]:
+    """measure_one(world, grader) for each world, saved to out_dir/<world>.json; then the table over
+    every world measured into out_dir so far (so the worlds can be run apart), printed and saved."""
+    os.makedirs(out_dir, exist_ok=True)
+    with Grader(timeout=5.0) as grader:
+        for w in worlds.split(","):
+            save_world(out_dir, measure_one(w, grader))
+    results = load_worlds(out_dir)
+    text = table(results)
+    print(text)
+    with open(os.path.join(out_dir, "table.md"), "w") as f:
+        f.write(text)
+    return results

@@ -75,9 +75,9 @@ def test_world_registry():
 
 def test_two_short_pretrain_runs_give_identical_weights():
     from attnrl_mini.toy.pretrain import PretrainConfig, train
-    from attnrl_mini.toy_plan.pretrain import plan_batch
+    from attnrl_mini.toy_plan.pretrain import PLAN_LAYERS, plan_batch
     from attnrl_mini.toy_plan.tokenizer import build_plan_tokenizer
-    cfg = PretrainConfig(steps=2, batch_size=4, num_layers=3)
+    cfg = PretrainConfig(steps=2, batch_size=4, num_layers=PLAN_LAYERS)
     torch.set_num_threads(cfg.threads)
     runs = [train(cfg, log=lambda s: None, tokenizer=build_plan_tokenizer(), make_batch=plan_batch)[0] for _ in range(2)]
     a, b = (r.state_dict() for r in runs)

@@ -24,6 +24,7 @@ from attnrl_mini.toy_plan.problems import LEVELS, sft_solution, test_problems, t
 from attnrl_mini.toy_plan.tokenizer import build_plan_tokenizer
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model")
+PLAN_LAYERS = 3   # one more layer than the first world's model: it must compare, copy and add two-digit sums
 
 
 def plan_batch(step: int, cfg: PretrainConfig, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +41,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=PretrainConfig.steps)
     parser.add_argument("--eval-every", type=int, default=0, help="calibration only: print test accuracy every N steps")
     args = parser.parse_args(argv)
-    cfg = PretrainConfig(steps=args.steps, num_layers=3)
+    cfg = PretrainConfig(steps=args.steps, num_layers=PLAN_LAYERS)
     torch.set_num_threads(cfg.threads)
     t0 = time.time()
     tests = test_problems(cfg.eval_problems)

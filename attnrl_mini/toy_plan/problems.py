@@ -39,6 +39,7 @@ import random
 import re
 
 from attnrl_mini.data import Problem
+from attnrl_mini.toy.problems import draw_test_split, draw_train_split
 
 SOURCE = "toy-plan"
 LEVELS = (1, 2, 3, 4)
@@ -147,25 +148,9 @@ def sft_solution(problem: Problem, rng: random.Random) -> str:
 
 def test_problems(n: int = 500) -> list[Problem]:
     """The fixed held-out set: n distinct test-split problems, levels interleaved 1,2,3,4,1,..."""
-    rng = random.Random(TEST_SEED)
-    problems, seen = [], set()
-    while len(problems) < n:
-        level = LEVELS[len(problems) % len(LEVELS)]
-        while True:
-            p = make_problem(rng, level)
-            if is_test_problem(p.problem) and p.problem not in seen:
-                break
-        seen.add(p.problem)
-        problems.append(p)
-    return problems
+    return draw_test_split(make_problem, is_test_problem, LEVELS, TEST_SEED, n)
 
 
 def train_problems(n: int, seed: int = 0, levels: tuple[int, ...] = LEVELS) -> list[Problem]:
     """n training problems (level uniform over `levels`), never from the test split."""
-    rng = random.Random(seed)
-    problems = []
-    while len(problems) < n:
-        p = make_problem(rng, rng.choice(levels))
-        if not is_test_problem(p.problem):
-            problems.append(p)
-    return problems
+    return draw_train_split(make_problem, is_test_problem, levels, n, seed)
