@@ -250,27 +250,31 @@ def save(model, tokenizer, out_dir: str) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def main(argv=None) -> None:
+def main(argv=None, *, description: str = __doc__.split("\n")[0], default_out: str = DEFAULT_OUT,
+         num_layers: int = PretrainConfig.num_layers, test_set=test_problems, tokenizer=None,
+         make_batch=toy_batch) -> None:
+    """The pretrain command; the keywords let another world (toy_plan/pretrain.py) reuse it with its own data."""
     defaults = PretrainConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=DEFAULT_OUT, help="output directory (default: the shipped toy/model/)")
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default=default_out, help=f"output directory (default: the shipped {default_out})")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--threads", type=int, default=defaults.threads,
                         help="torch CPU threads (the shipped model was built with the default)")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="calibration only: also print test accuracy every N steps")
     args = parser.parse_args(argv)
-    cfg = PretrainConfig(steps=args.steps, threads=args.threads)
+    cfg = PretrainConfig(steps=args.steps, threads=args.threads, num_layers=num_layers)
     torch.set_num_threads(cfg.threads)
     t0 = time.time()
-    tests = test_problems(cfg.eval_problems)
+    tests = test_set(cfg.eval_problems)
 
     def report(step, model, tokenizer):
         r = sampled_accuracy(model, tokenizer, tests, temperature=cfg.eval_temperature, seed=cfg.eval_seed)
         print(f"[eval] step {step}: overall {100 * r['overall']:.1f}%  per level "
               + "  ".join(f"L{lv} {100 * a:.1f}%" for lv, a in r["per_level"].items()), flush=True)
 
-    model, tokenizer = train(cfg, log=lambda s: print(s, flush=True), eval_every=args.eval_every, eval_fn=report)
+    model, tokenizer = train(cfg, log=lambda s: print(s, flush=True), eval_every=args.eval_every, eval_fn=report,
+                             tokenizer=tokenizer, make_batch=make_batch)
     train_s = time.time() - t0
     save(model, tokenizer, args.out)
     result = sampled_accuracy(model, tokenizer, tests, temperature=cfg.eval_temperature, seed=cfg.eval_seed)

@@ -11,15 +11,13 @@ set once from the world's target properties (README "When does attention help?")
 """
 from __future__ import annotations
 
-import argparse
 import os
 import random
-import time
 
 import torch
 
-from attnrl_mini.toy.pretrain import (PretrainConfig, format_accuracy_table, pack_sft_batch, sampled_accuracy,
-                                      save, train)
+from attnrl_mini.toy.pretrain import PretrainConfig, pack_sft_batch
+from attnrl_mini.toy.pretrain import main as toy_pretrain_main
 from attnrl_mini.toy_plan.problems import LEVELS, sft_solution, test_problems, train_problems
 from attnrl_mini.toy_plan.tokenizer import build_plan_tokenizer
 
@@ -36,28 +34,8 @@ def plan_batch(step: int, cfg: PretrainConfig, tokenizer) -> tuple[torch.Tensor,
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=DEFAULT_OUT, help="output directory (default: the shipped toy_plan/model/)")
-    parser.add_argument("--steps", type=int, default=PretrainConfig.steps)
-    parser.add_argument("--eval-every", type=int, default=0, help="calibration only: print test accuracy every N steps")
-    args = parser.parse_args(argv)
-    cfg = PretrainConfig(steps=args.steps, num_layers=PLAN_LAYERS)
-    torch.set_num_threads(cfg.threads)
-    t0 = time.time()
-    tests = test_problems(cfg.eval_problems)
-
-    def report(step, model, tokenizer):
-        r = sampled_accuracy(model, tokenizer, tests, temperature=cfg.eval_temperature, seed=cfg.eval_seed)
-        print(f"[eval] step {step}: overall {100 * r['overall']:.1f}%  per level "
-              + "  ".join(f"L{lv} {100 * a:.1f}%" for lv, a in r["per_level"].items()), flush=True)
-
-    model, tokenizer = train(cfg, log=lambda s: print(s, flush=True), eval_every=args.eval_every, eval_fn=report,
-                             tokenizer=build_plan_tokenizer(), make_batch=plan_batch)
-    save(model, tokenizer, args.out)
-    result = sampled_accuracy(model, tokenizer, tests, temperature=cfg.eval_temperature, seed=cfg.eval_seed)
-    print(format_accuracy_table(result, f"held-out test set, temperature {cfg.eval_temperature}, one sample "
-                                        f"per problem, seed {cfg.eval_seed}:"))
-    print(f"saved to {args.out}; total {time.time() - t0:.0f}s")
+    toy_pretrain_main(argv, description=__doc__.split("\n")[0], default_out=DEFAULT_OUT, num_layers=PLAN_LAYERS,
+                      test_set=test_problems, tokenizer=build_plan_tokenizer(), make_batch=plan_batch)
 
 
 if __name__ == "__main__":
