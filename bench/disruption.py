@@ -60,17 +60,14 @@ def pick_steps(sample, quantile: float, rng: random.Random) -> dict[str, int]:
     return picks
 
 
-def regenerate(wm, sample, step: int, n: int, seed: int, disrupt: bool) -> list[str]:
-    """n continuations after `step`, with or without attention to the step's tokens; full response texts."""
-    s, e = sample.steps[step]
-    prefix = sample.response_ids[:e]
-    req = [GenRequest(sample.prompt_ids + prefix, n, max(1, wm.cfg.max_response_tokens - e))]
-    P = len(sample.prompt_ids)
-    if disrupt:
-        with disrupted(wm.model, P + s, P + e):
-            comps = wm.generator.generate(req, seed=seed)[0]
-    else:
-        comps = wm.generator.generate(req, seed=seed)[0]
+def regen_request(wm, sample, step: int, n: int) -> GenRequest:
+    """n continuations of the response kept up to the end of `step`."""
+    e = sample.steps[step][1]
+    return GenRequest(sample.prompt_ids + sample.response_ids[:e], n, max(1, wm.cfg.max_response_tokens - e))
+
+
+def full_texts(wm, sample, step: int, comps) -> list[str]:
+    prefix = sample.response_ids[:sample.steps[step][1]]
     return [wm.tokenizer.decode(prefix + c.token_ids, skip_special_tokens=True) for c in comps]
 
 
@@ -103,18 +100,21 @@ def study(world_name: str, n_responses: int, regens: int, seed: int, grader: Gra
                         chosen.append((smp, picks))
         batch += 1
     log(f"[disruption] {world_name}: {len(chosen)} correct responses ({time.time() - t0:.0f}s)")
+    jobs = [(smp, group, step) for smp, picks in chosen for group, step in picks.items()]
+    # controls: every prefix regenerated without disruption, in one batched call
+    controls = wm.generator.generate([regen_request(wm, smp, step, regens) for smp, _, step in jobs], seed=seed + 99)
     items = []   # one per (response, group): disrupted and control accuracies over `regens` samples
-    for i, (smp, picks) in enumerate(chosen):
-        for group, step in picks.items():
-            texts_d = regenerate(wm, smp, step, regens, seed=seed * 100_003 + 3 * i, disrupt=True)
-            texts_c = regenerate(wm, smp, step, regens, seed=seed * 100_003 + 3 * i + 1, disrupt=False)
-            rewards = grader.grade(texts_d + texts_c, [smp.problem.answer] * (2 * regens))
-            s, e = smp.steps[step]
-            items.append({"group": group, "step": step, "n_steps": len(smp.steps),
-                          "rel_pos": (s + e) / 2 / len(smp.response_ids),
-                          "disrupted": statistics.mean(rewards[:regens]), "control": statistics.mean(rewards[regens:])})
-        if (i + 1) % 50 == 0:
-            log(f"[disruption] {world_name}: {i + 1}/{len(chosen)} responses disrupted ({time.time() - t0:.0f}s)")
+    for i, ((smp, group, step), ctl) in enumerate(zip(jobs, controls)):
+        P, (s, e) = len(smp.prompt_ids), smp.steps[step]
+        with disrupted(wm.model, P + s, P + e):    # one prefix per call: the key range is the same for all rows
+            dis = wm.generator.generate([regen_request(wm, smp, step, regens)], seed=seed * 100_003 + i)[0]
+        rewards = grader.grade(full_texts(wm, smp, step, dis) + full_texts(wm, smp, step, ctl),
+                               [smp.problem.answer] * (2 * regens))
+        items.append({"group": group, "step": step, "n_steps": len(smp.steps),
+                      "rel_pos": (s + e) / 2 / len(smp.response_ids),
+                      "disrupted": statistics.mean(rewards[:regens]), "control": statistics.mean(rewards[regens:])})
+        if (i + 1) % 150 == 0:
+            log(f"[disruption] {world_name}: {i + 1}/{len(jobs)} disruptions ({time.time() - t0:.0f}s)")
     result = {"world": world_name, "responses": len(chosen), "regens": regens, "groups": {}, "by_position": []}
     for group in GROUPS:
         its = [it for it in items if it["group"] == group]
