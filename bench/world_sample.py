@@ -124,7 +124,7 @@ def measure_worlds(out_dir: str, worlds: str, measure_one, table) -> list[dict]:
     every world measured into out_dir so far (so the worlds can be run apart), printed and saved."""
     os.makedirs(out_dir, exist_ok=True)
     with Grader(timeout=5.0) as grader:
-        for w in worlds.split(","):
+        for w in filter(None, worlds.split(",")):   # --worlds "": only re-tabulate what out_dir holds
             save_world(out_dir, measure_one(w, grader))
     results = load_worlds(out_dir)
     text = table(results)
