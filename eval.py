@@ -206,8 +206,8 @@ def main(argv=None) -> dict:
         if name not in ("toy", "toy-plan") and name not in data.BENCHMARKS:
             raise SystemExit(f"unknown benchmark {name!r}; choose from {', '.join(MATH_BENCHMARKS)}, toy, toy-plan")
         if toy and name != world:
-            raise SystemExit(f"the {world} model only knows its own world; it cannot do {name!r}: use --benchmarks "
-                             f"{world} or pass --model with another model")
+            raise SystemExit(f"the {world} model only knows the {world} world; it cannot do {name!r}: use --benchmarks "
+                             f"{world} or pass --model with a real model")
     adapter_dir = resolve_adapter(args.adapter) if args.adapter else None
     temperature = args.temperature if args.temperature is not None else (1.0 if toy else 0.6)
     max_new_tokens = args.max_new_tokens or default_max_new_tokens(model_dir, toy)
