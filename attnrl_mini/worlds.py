@@ -25,18 +25,16 @@ class World:
     model_dir: str                                              # shipped Qwen2ForCausalLM + tokenizer
     train_problems: Callable[..., list[Problem]]                # (n, seed=0) -> never from the test split
     test_problems: Callable[[int], list[Problem]]               # (n) -> the fixed held-out set
-    decision_step: int | None                                   # index of the decisive step in a solution, if any
 
 
 def _toy() -> World:
     from attnrl_mini.toy import problems
-    return World("toy", os.path.join(_HERE, "toy", "model"), problems.train_problems, problems.test_problems, None)
+    return World("toy", os.path.join(_HERE, "toy", "model"), problems.train_problems, problems.test_problems)
 
 
 def _toy_plan() -> World:
     from attnrl_mini.toy_plan import problems
-    return World("toy-plan", os.path.join(_HERE, "toy_plan", "model"), problems.train_problems,
-                 problems.test_problems, problems.DECISION_STEP)
+    return World("toy-plan", os.path.join(_HERE, "toy_plan", "model"), problems.train_problems, problems.test_problems)
 
 
 _FACTORIES = {"toy": _toy, "toy-plan": _toy_plan}
