@@ -36,11 +36,11 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="toy", help="'toy', a local model directory or a hub id (default: toy)")
+    p.add_argument("--model", default="toy", help="'toy', 'toy-plan', a local model directory or a hub id (default: toy)")
     p.add_argument("--adapter", default=None, help="LoRA adapter dir, checkpoint dir, or training run dir")
     p.add_argument("--benchmarks", default=None,
-                   help=f"comma-separated, from {','.join(MATH_BENCHMARKS)},toy "
-                        "(default: toy for the toy model, the six math sets otherwise)")
+                   help=f"comma-separated, from {','.join(MATH_BENCHMARKS)},toy,toy-plan "
+                        "(default: a toy model's own world, the six math sets otherwise)")
     p.add_argument("--k", type=int, default=None, help="samples per problem (default: the paper's K per benchmark; toy 1)")
     p.add_argument("--temperature", type=float, default=None, help="default 0.6 (paper); 1.0 for the toy model")
     p.add_argument("--max-new-tokens", type=int, default=None, help="response budget (default: see above)")
@@ -85,14 +85,12 @@ def resolve_adapter(path: str) -> str:
     return resolve(path, flag="--adapter")
 
 
-def is_toy_model(model_arg: str, model_dir: str) -> bool:
-    if model_arg == "toy":
-        return True
-    try:
-        from attnrl_mini.toy import TOY_MODEL_DIR
-    except ImportError:
-        return False
-    return os.path.realpath(model_dir) == os.path.realpath(TOY_MODEL_DIR)
+def toy_world_of(model_arg: str, model_dir: str) -> str | None:
+    """The built-in world ("toy", "toy-plan") whose shipped model this is, else None."""
+    from attnrl_mini.worlds import WORLD_NAMES, get_world
+    if model_arg in WORLD_NAMES:
+        return model_arg
+    return next((w for w in WORLD_NAMES if os.path.realpath(model_dir) == os.path.realpath(get_world(w).model_dir)), None)
 
 
 def default_max_new_tokens(model_dir: str, is_toy: bool) -> int:
@@ -113,19 +111,19 @@ def default_max_new_tokens(model_dir: str, is_toy: bool) -> int:
 def load_benchmark_problems(name: str, limit: int | None):
     from attnrl_mini import data
 
-    if name == "toy":
-        from attnrl_mini.toy import test_problems
-        problems = test_problems(TOY_BENCHMARK_SIZE)
+    from attnrl_mini.worlds import WORLD_NAMES, get_world
+    if name in WORLD_NAMES:
+        problems = get_world(name).test_problems(TOY_BENCHMARK_SIZE)
     elif name in data.BENCHMARKS:
         problems = data.load_problems(data.BENCHMARKS[name])
     else:
-        raise ValueError(f"unknown benchmark {name!r}; choose from {', '.join(MATH_BENCHMARKS)}, toy")
+        raise ValueError(f"unknown benchmark {name!r}; choose from {', '.join(MATH_BENCHMARKS)}, {', '.join(WORLD_NAMES)}")
     return problems[:limit] if limit else problems
 
 
 def default_k(name: str) -> int:
     from attnrl_mini.data import DEFAULT_K
-    return 1 if name == "toy" else DEFAULT_K[name]
+    return DEFAULT_K.get(name, 1)     # the toy worlds: 1
 
 
 def build_generator(args, model_dir: str, tokenizer, adapter_dir: str | None, device, dtype: str,
@@ -202,15 +200,16 @@ def main(argv=None) -> dict:
 
     log = tqdm.write
     model_dir = policy.resolve_model(args.model)   # fails within seconds with what to pass instead
-    toy = is_toy_model(args.model, model_dir)
+    world = toy_world_of(args.model, model_dir)
+    toy = world is not None
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks else \
-        (["toy"] if toy else list(MATH_BENCHMARKS))
+        ([world] if toy else list(MATH_BENCHMARKS))
     for name in benchmarks:
-        if name != "toy" and name not in data.BENCHMARKS:
-            raise SystemExit(f"error: unknown benchmark {name!r}; choose from {', '.join(MATH_BENCHMARKS)}, toy")
-        if toy and name != "toy":
-            raise SystemExit(f"error: the toy model only knows the toy world; it cannot do {name!r}: use --benchmarks toy "
-                             "or pass --model with a real model")
+        if name not in ("toy", "toy-plan") and name not in data.BENCHMARKS:
+            raise SystemExit(f"error: unknown benchmark {name!r}; choose from {', '.join(MATH_BENCHMARKS)}, toy, toy-plan")
+        if toy and name != world:
+            raise SystemExit(f"error: the {world} model only knows the {world} world; it cannot do {name!r}: use --benchmarks "
+                             f"{world} or pass --model with a real model")
     adapter_dir = resolve_adapter(args.adapter) if args.adapter else None
     temperature = args.temperature if args.temperature is not None else (1.0 if toy else 0.6)
     max_new_tokens = args.max_new_tokens or default_max_new_tokens(model_dir, toy)

@@ -72,8 +72,8 @@ def _parse(argv=None) -> tuple[Config, bool, bool, dict]:
     preset = args.preset
     if preset is None:
         model = explicit.get("model", "toy")
-        if model == "toy":
-            preset = "toy"
+        if model in ("toy", "toy-plan"):    # the built-in worlds have presets of their names
+            preset = model
         elif MODEL_ALIASES.get(model, model) == "Qwen/Qwen2.5-Math-1.5B":
             preset = "qwen2.5-math-1.5b-24gb"
     base = dict(PRESETS[preset]) if preset else {}

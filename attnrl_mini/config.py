@@ -145,6 +145,8 @@ PRESETS: dict[str, dict] = {
         eval_every=10, eval_problems=500, save_every=10,
         fci_query_chunk=64, fci_delta=1, score_batch_size=64,  # toy responses have 3-6 steps: Δ=4 would leave no FCI at all
     ),
+    # The second toy world (attnrl_mini/toy_plan/): same scale, same settings, other problems and model.
+    "toy-plan": dict(model="toy-plan", train_data="toy-plan", out="runs/toy-plan"),
     # Qwen2.5-Math-1.5B on one 24 GB GPU (numbers in docs/performance.md, bench/memory_budget.py).
     "qwen2.5-math-1.5b-24gb": dict(
         model="Qwen/Qwen2.5-Math-1.5B", train_data="data/dapo_math_train.jsonl.gz", out="runs/qwen1.5b",
@@ -159,6 +161,8 @@ PRESETS: dict[str, dict] = {
         fci_query_chunk=1024,
     ),
 }
+
+PRESETS["toy-plan"] = {**PRESETS["toy"], **PRESETS["toy-plan"]}
 
 # Short names accepted by --model.
 MODEL_ALIASES = {"Qwen2.5-Math-1.5B": "Qwen/Qwen2.5-Math-1.5B", "Qwen2.5-Math-7B": "Qwen/Qwen2.5-Math-7B"}

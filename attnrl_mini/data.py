@@ -210,7 +210,7 @@ def prompt_fits(tokenizer, problem: Problem, max_tokens: int) -> bool:
 
 def encode_prompt(tokenizer, problem: Problem) -> list[int]:
     """Prompt token ids: the chat template with the assistant turn opened; toy problems: the toy template."""
-    if problem.source == "toy":
+    if problem.source in ("toy", "toy-plan"):        # the built-in worlds (attnrl_mini/worlds.py)
         from attnrl_mini.toy import toy_prompt_ids  # lazy: the toy module imports this one
         return list(toy_prompt_ids(tokenizer, problem))
     text = math_prompt(problem.problem)

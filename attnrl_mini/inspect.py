@@ -117,7 +117,7 @@ def draw_png(report: dict, path: str) -> None:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description="Show a response's steps, FCI and AttnRL branch points.")
-    ap.add_argument("--model", default="toy", help="'toy', a local model directory, or a hub id")
+    ap.add_argument("--model", default="toy", help="'toy', 'toy-plan', a local model directory, or a hub id")
     ap.add_argument("--prompt", default=None, help="problem text (put through the prompt template)")
     ap.add_argument("--trees", default="", help="draw a rollout tree of this run directory's trees.jsonl to --png")
     ap.add_argument("--step", type=int, default=None, help="with --trees: the training step (default: the last)")
@@ -139,8 +139,8 @@ def main(argv=None) -> dict:
     if args.prompt is None:
         ap.error("--prompt is required (or --trees RUN to draw a rollout tree)")
 
-    toy = args.model == "toy"
-    preset = "toy" if toy else None
+    toy = args.model in ("toy", "toy-plan")          # the built-in worlds; each has a preset of its name
+    preset = args.model if toy else None
     cfg = make_config(preset)
     model_dir = resolve_model(args.model)
     tokenizer = load_tokenizer(model_dir)

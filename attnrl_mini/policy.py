@@ -36,9 +36,9 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def resolve_model(name: str) -> str:
     """Local directory holding config.json + weights for `name` ("toy", alias, directory or hub id)."""
-    if name == "toy":
-        from attnrl_mini.toy import TOY_MODEL_DIR
-        return TOY_MODEL_DIR
+    from attnrl_mini.worlds import WORLD_NAMES, get_world
+    if name in WORLD_NAMES:   # "toy", "toy-plan"
+        return get_world(name).model_dir
     if os.path.isdir(name):
         if not os.path.isfile(os.path.join(name, "config.json")):
             raise ModelNotFoundError(f"{name!r} is a directory but has no config.json; "

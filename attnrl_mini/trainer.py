@@ -562,12 +562,13 @@ def train(cfg: Config, resume: bool = False) -> list[dict]:
                                  model_dir, log=log)
         log(f"[attnrl] LoRA weights initialised from {adapter_dir}")
 
-    is_toy = cfg.train_data == "toy"
-    if is_toy:
-        from attnrl_mini import toy
-        train_problems = toy.train_problems(20_000, seed=cfg.seed)
-        eval_problems = toy.test_problems(cfg.eval_problems)
-        encode = lambda p: toy.toy_prompt_ids(tok, p)   # noqa: E731
+    from attnrl_mini.worlds import WORLD_NAMES, get_world
+    if cfg.train_data in WORLD_NAMES:                   # a built-in toy world: "toy" or "toy-plan"
+        from attnrl_mini.toy import toy_prompt_ids
+        world = get_world(cfg.train_data)
+        train_problems = world.train_problems(20_000, seed=cfg.seed)
+        eval_problems = world.test_problems(cfg.eval_problems)
+        encode = lambda p: toy_prompt_ids(tok, p)   # noqa: E731
     else:
         train_problems = data.load_problems(cfg.train_data)
         eval_problems = data.load_problems(cfg.eval_data or data.BENCHMARKS["math500"])[:cfg.eval_problems]

@@ -1,10 +1,11 @@
-"""The paper's comparison in miniature, on the toy world: GRPO vs TreeRL vs AttnRL + the ablation ladder.
+"""The paper's comparison in miniature, on a toy world: GRPO vs TreeRL vs AttnRL + the ablation ladder.
 
     python bench/compare_methods.py                      # full: every method × 3 seeds, equal token budget
     python bench/compare_methods.py --smoke              # seconds-scale smoke run (used by the tests)
     python bench/compare_methods.py --methods grpo,attnrl --seeds 0,1 --budget 150000
+    python bench/compare_methods.py --world toy-plan --out results/compare_plan   # the second world
 
-Every run is `python train.py --preset toy ...` with the same generated-token budget
+Every run is `python train.py --preset <world> ...` with the same generated-token budget
 (--max-generated-tokens), so methods are compared at equal sampling cost (paper Table 3's axis).
 Writes to --out (default results/compare): runs/<method>_s<seed>/ (each run's metrics.jsonl),
 table.md (mean ± std over seeds, like the paper's Tables 1-3), accuracy_vs_tokens.png and
@@ -45,7 +46,7 @@ def run_one(method: str, seed: int, args, out_dir: str) -> dict:
     metrics = os.path.join(run_dir, "metrics.jsonl")
     if os.path.exists(metrics) and any(json.loads(line).get("final_budget") == args.budget for line in open(metrics)):
         return {"method": method, "seed": seed, "dir": run_dir, "reused": True}
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "toy", *METHODS[method],
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", args.world, *METHODS[method],
            "--seed", str(seed), "--out", run_dir, "--steps", str(args.max_steps),
            "--max-generated-tokens", str(args.budget), "--eval-every", str(args.eval_every),
            "--eval-problems", str(args.eval_problems), "--threads", str(args.threads),
@@ -110,8 +111,8 @@ def _ms(values: list[float], fmt: str = "{:.1f}") -> str:
     return f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}"
 
 
-def report(results: dict[str, list[dict]], out_dir: str, budget: int) -> str:
-    lines = [f"Toy world, equal generated-token budget {budget:,} per run; mean ± std over seeds "
+def report(results: dict[str, list[dict]], out_dir: str, budget: int, world: str = "toy") -> str:
+    lines = [f"World `{world}`, equal generated-token budget {budget:,} per run; mean ± std over seeds "
              f"({', '.join(str(len(v)) for v in results.values())} seeds).", "",
              "| method | held-out acc. start → at budget (%) | gain (pts) | steps | generated tokens | trained tokens | "
              "prompt valid ratio (sampled) | valid ratio (trained seqs) | train wall-clock (s) | "
@@ -167,6 +168,7 @@ def plot(results: dict[str, list[dict]], out_dir: str) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--world", default="toy", choices=["toy", "toy-plan"], help="which built-in toy world")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--budget", type=int, default=150_000, help="generated tokens per run")
@@ -200,7 +202,7 @@ def main(argv=None) -> None:
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(results, f, indent=1)
     plot(results, args.out)
-    print(report(results, args.out, args.budget))
+    print(report(results, args.out, args.budget, args.world))
     print(f"[compare] total wall-clock {time.time() - t0:.0f}s; results in {args.out}")
 
 

@@ -112,10 +112,15 @@ def sft_batch(tokenizer, problems, rng: random.Random | None = None,
     Right padding needs no attention mask: causal attention never lets a real token see the pads
     that come after it.
     """
+    texts = [slipped_solution(p, rng, slip_prob) if slip_prob > 0 else "\n\n".join(solution_steps(p)) for p in problems]
+    return pack_sft_batch(tokenizer, problems, texts)
+
+
+def pack_sft_batch(tokenizer, problems, solutions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt + solution + eos per row, right-padded [B, T]; labels -100 except on solution and eos."""
     rows = []
-    for p in problems:
+    for p, text in zip(problems, solutions):
         prompt = toy_prompt_ids(tokenizer, p)
-        text = slipped_solution(p, rng, slip_prob) if slip_prob > 0 else "\n\n".join(solution_steps(p))
         solution = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
         rows.append((prompt, solution))
     T = max(len(a) + len(b) for a, b in rows)
@@ -142,10 +147,20 @@ def batch_problems(step: int, cfg: PretrainConfig):
     return train_problems(cfg.batch_size, seed=cfg.seed * 1_000_003 + step, levels=(level,))
 
 
-def train(cfg: PretrainConfig, log=print, eval_every: int = 0, eval_fn=None, device: str = "cpu"):
-    """SFT from scratch for cfg.steps steps; returns (model, tokenizer)."""
+def toy_batch(step: int, cfg: PretrainConfig, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's SFT batch of the toy world: slipped solutions of one level's problems."""
+    slip_rng = random.Random(f"slips {cfg.seed} {step}")
+    return sft_batch(tokenizer, batch_problems(step, cfg), slip_rng, cfg.slip_prob)
+
+
+def train(cfg: PretrainConfig, log=print, eval_every: int = 0, eval_fn=None, device: str = "cpu",
+          tokenizer=None, make_batch=toy_batch):
+    """SFT from scratch for cfg.steps steps; returns (model, tokenizer).
+
+    `tokenizer` and `make_batch(step, cfg, tokenizer) -> (input_ids, labels)` default to the toy
+    world's; another world (toy_plan/pretrain.py) passes its own."""
     torch.manual_seed(cfg.seed)
-    tokenizer = build_tokenizer()
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer()
     model = build_model(cfg, tokenizer).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}")
@@ -154,8 +169,7 @@ def train(cfg: PretrainConfig, log=print, eval_every: int = 0, eval_fn=None, dev
     t0 = time.time()
     model.train()
     for step in range(cfg.steps):
-        slip_rng = random.Random(f"slips {cfg.seed} {step}")
-        input_ids, labels = sft_batch(tokenizer, batch_problems(step, cfg), slip_rng, cfg.slip_prob)
+        input_ids, labels = make_batch(step, cfg, tokenizer)
         input_ids, labels = input_ids.to(device), labels.to(device)
         logits = model(input_ids=input_ids).logits                     # [B, T, V]
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
@@ -236,27 +250,31 @@ def save(model, tokenizer, out_dir: str) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def main(argv=None) -> None:
+def main(argv=None, *, description: str = __doc__.split("\n")[0], default_out: str = DEFAULT_OUT,
+         num_layers: int = PretrainConfig.num_layers, test_set=test_problems, tokenizer=None,
+         make_batch=toy_batch) -> None:
+    """The pretrain command; the keywords let another world (toy_plan/pretrain.py) reuse it with its own data."""
     defaults = PretrainConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=DEFAULT_OUT, help="output directory (default: the shipped toy/model/)")
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default=default_out, help=f"output directory (default: the shipped {default_out})")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--threads", type=int, default=defaults.threads,
                         help="torch CPU threads (the shipped model was built with the default)")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="calibration only: also print test accuracy every N steps")
     args = parser.parse_args(argv)
-    cfg = PretrainConfig(steps=args.steps, threads=args.threads)
+    cfg = PretrainConfig(steps=args.steps, threads=args.threads, num_layers=num_layers)
     torch.set_num_threads(cfg.threads)
     t0 = time.time()
-    tests = test_problems(cfg.eval_problems)
+    tests = test_set(cfg.eval_problems)
 
     def report(step, model, tokenizer):
         r = sampled_accuracy(model, tokenizer, tests, temperature=cfg.eval_temperature, seed=cfg.eval_seed)
         print(f"[eval] step {step}: overall {100 * r['overall']:.1f}%  per level "
               + "  ".join(f"L{lv} {100 * a:.1f}%" for lv, a in r["per_level"].items()), flush=True)
 
-    model, tokenizer = train(cfg, log=lambda s: print(s, flush=True), eval_every=args.eval_every, eval_fn=report)
+    model, tokenizer = train(cfg, log=lambda s: print(s, flush=True), eval_every=args.eval_every, eval_fn=report,
+                             tokenizer=tokenizer, make_batch=make_batch)
     train_s = time.time() - t0
     save(model, tokenizer, args.out)
     result = sampled_accuracy(model, tokenizer, tests, temperature=cfg.eval_temperature, seed=cfg.eval_seed)

@@ -152,25 +152,38 @@ def test_problems(n: int = 500) -> list[Problem]:
 
     Deterministic, and test_problems(k) is a prefix of test_problems(n) for k <= n.
     """
-    rng = random.Random(TEST_SEED)
+    return draw_test_split(make_problem, is_test_problem, LEVELS, TEST_SEED, n)
+
+
+def train_problems(n: int, seed: int = 0, levels: tuple[int, ...] = LEVELS) -> list[Problem]:
+    """n training problems (level uniform over `levels`; repeats possible), never from the test split."""
+    return draw_train_split(make_problem, is_test_problem, levels, n, seed)
+
+
+# The two split draws, shared with the second world (toy_plan/problems.py).
+def draw_test_split(make: Callable[[random.Random, int], Problem], is_test: Callable[[str], bool],
+                    levels: tuple[int, ...], seed: str, n: int) -> list[Problem]:
+    """n distinct problems from the test split, levels interleaved; a fixed draw from `seed`."""
+    rng = random.Random(seed)
     problems, seen = [], set()
     while len(problems) < n:
-        level = LEVELS[len(problems) % len(LEVELS)]
+        level = levels[len(problems) % len(levels)]
         while True:
-            p = make_problem(rng, level)
-            if is_test_problem(p.problem) and p.problem not in seen:
+            p = make(rng, level)
+            if is_test(p.problem) and p.problem not in seen:
                 break
         seen.add(p.problem)
         problems.append(p)
     return problems
 
 
-def train_problems(n: int, seed: int = 0, levels: tuple[int, ...] = LEVELS) -> list[Problem]:
-    """n training problems (level uniform over `levels`; repeats possible), never from the test split."""
+def draw_train_split(make: Callable[[random.Random, int], Problem], is_test: Callable[[str], bool],
+                     levels: tuple[int, ...], n: int, seed: int) -> list[Problem]:
+    """n problems (level uniform over `levels`; repeats possible) that are never in the test split."""
     rng = random.Random(seed)
     problems = []
     while len(problems) < n:
-        p = make_problem(rng, rng.choice(levels))
-        if not is_test_problem(p.problem):
+        p = make(rng, rng.choice(levels))
+        if not is_test(p.problem):
             problems.append(p)
     return problems

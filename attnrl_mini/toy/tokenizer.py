@@ -52,14 +52,14 @@ def bytes_to_unicode() -> dict[int, str]:
     return table
 
 
-def vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+def vocab_and_merges(words: list[str] = WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Specials, the 256 byte symbols, then each word built left to right by merges."""
     byte_symbol = bytes_to_unicode()
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
     for b in range(256):
         vocab[byte_symbol[b]] = len(vocab)
     merges = []
-    for word in WORDS:
+    for word in words:
         symbols = "".join(byte_symbol[b] for b in word.encode("utf-8"))
         for end in range(2, len(symbols) + 1):       # "Sta" = "St" + "a", "Star" = "Sta" + "r", ...
             left, right = symbols[:end - 1], symbols[end - 1]
@@ -69,9 +69,9 @@ def vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return vocab, merges
 
 
-def build_tokenizer() -> Qwen2Tokenizer:
-    """The toy tokenizer; deterministic ids."""
-    vocab, merges = vocab_and_merges()
+def build_tokenizer(words: list[str] = WORDS) -> Qwen2Tokenizer:
+    """The toy tokenizer (or another world's, with its own whole-token words); deterministic ids."""
+    vocab, merges = vocab_and_merges(words)
     return Qwen2Tokenizer(
         vocab=vocab, merges=merges, unk_token=None, bos_token=None, eos_token=IM_END, pad_token=PAD,
         additional_special_tokens=[IM_START],

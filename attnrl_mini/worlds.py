@@ -1,0 +1,47 @@
+"""The built-in toy worlds, by name: where each one's model, problems and decision steps live.
+
+    world = get_world("toy-plan"); world.train_problems(1000, seed=0); world.test_problems(500)
+
+- "toy": multi-step arithmetic whose mistakes are slipped digits (attnrl_mini/toy/).
+- "toy-plan": an early decision that later steps read back, mistakes are wrong decisions
+  (attnrl_mini/toy_plan/). README "When does attention help?" sets the two side by side.
+
+Both use the same prompt template (the chat template, no system turn) and the same grader.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from attnrl_mini.data import Problem
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass(frozen=True)
+class World:
+    name: str
+    model_dir: str                                              # shipped Qwen2ForCausalLM + tokenizer
+    train_problems: Callable[..., list[Problem]]                # (n, seed=0) -> never from the test split
+    test_problems: Callable[[int], list[Problem]]               # (n) -> the fixed held-out set
+
+
+def _toy() -> World:
+    from attnrl_mini.toy import problems
+    return World("toy", os.path.join(_HERE, "toy", "model"), problems.train_problems, problems.test_problems)
+
+
+def _toy_plan() -> World:
+    from attnrl_mini.toy_plan import problems
+    return World("toy-plan", os.path.join(_HERE, "toy_plan", "model"), problems.train_problems, problems.test_problems)
+
+
+_FACTORIES = {"toy": _toy, "toy-plan": _toy_plan}
+WORLD_NAMES = tuple(_FACTORIES)
+
+
+def get_world(name: str) -> World:
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown world {name!r}; choose from {', '.join(WORLD_NAMES)}")
+    return _FACTORIES[name]()
