@@ -21,6 +21,7 @@ import warnings
 
 from attnrl_mini.config import (MAY_CHANGE_ON_RESUME, MODEL_ALIASES, PRESETS, Config, algo_overrides, make_config,
                                 validate)
+from attnrl_mini.worlds import WORLD_NAMES
 
 RESUME_HELP = ("continue the run in --out from its newest finished checkpoint: the same run exactly, with its own "
                "config.json (same flags, same data order, optimiser and random state; --init-adapter instead "
@@ -72,7 +73,7 @@ def _parse(argv=None) -> tuple[Config, bool, bool, dict]:
     preset = args.preset
     if preset is None:
         model = explicit.get("model", "toy")
-        if model in ("toy", "toy-plan"):    # the built-in worlds have presets of their names
+        if model in WORLD_NAMES:    # the built-in worlds ("toy", "toy-plan") have presets of their names
             preset = model
         elif MODEL_ALIASES.get(model, model) == "Qwen/Qwen2.5-Math-1.5B":
             preset = "qwen2.5-math-1.5b-24gb"
@@ -101,7 +102,7 @@ def main(argv=None) -> None:
         from attnrl_mini import data
         with warnings.catch_warnings():   # the trainer reads the files again and warns then
             warnings.simplefilter("ignore")
-            for path in {cfg.train_data, cfg.eval_data} - {"", "toy"}:
+            for path in {cfg.train_data, cfg.eval_data} - {"", *WORLD_NAMES}:
                 data.load_problems(path)  # a bad row fails now, not after the model is loaded
         from attnrl_mini.policy import resolve_model
         resolve_model(cfg.model)  # before the heavy imports, so a missing model fails within seconds

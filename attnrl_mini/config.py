@@ -219,6 +219,8 @@ def validate(cfg: Config) -> None:
     import math
     import os
 
+    from attnrl_mini.worlds import WORLD_NAMES
+
     problems = []
     for f in dataclasses.fields(Config):
         value, choices = getattr(cfg, f.name), f.metadata.get("choices", ())
@@ -239,7 +241,7 @@ def validate(cfg: Config) -> None:
         problems.append("--out must not be empty")
     for name in ("train_data", "eval_data"):
         path = getattr(cfg, name)
-        if path and path != "toy" and not os.path.isfile(path):
+        if path and path not in WORLD_NAMES and not os.path.isfile(path):
             problems.append(f"{flag(name)} {path!r}: no such file")
     if problems:
         raise ConfigError("; ".join(problems))

@@ -28,7 +28,9 @@ import shutil
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from attnrl_mini import worlds
 from attnrl_mini.config import Config
+from attnrl_mini.worlds import WORLD_NAMES
 
 NO_KEY = None
 
@@ -204,7 +206,7 @@ def verl_row(problem, split: str, as_list: bool = False) -> dict:
     from attnrl_mini.data import math_prompt
     prefix = f"{problem.source}-"
     index = problem.id[len(prefix):] if problem.id.startswith(prefix) else problem.id
-    content = problem.problem if problem.source == "toy" else math_prompt(problem.problem)
+    content = problem.problem if problem.source in WORLD_NAMES else math_prompt(problem.problem)
     return {"data_source": problem.source, "prompt": [{"role": "user", "content": content}], "ability": "math",
             "reward_model": {"style": "rule", "ground_truth": [problem.answer] if as_list and isinstance(
                 problem.answer, str) else problem.answer},
@@ -217,16 +219,6 @@ def write_parquet(problems: list, path: str, split: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     as_list = any(isinstance(p.answer, list) for p in problems)
     pq.write_table(pa.Table.from_pylist([verl_row(p, split, as_list) for p in problems]), path)
-
-
-def run_problems(cfg: Config) -> tuple[list, list]:
-    """The training and held-out problems the run used (as trainer.train builds them)."""
-    from attnrl_mini import data
-    if cfg.train_data == "toy":
-        from attnrl_mini import toy
-        return toy.train_problems(20_000, seed=cfg.seed), toy.test_problems(cfg.eval_problems)
-    return (data.load_problems(cfg.train_data),
-            data.load_problems(cfg.eval_data or data.BENCHMARKS["math500"])[:cfg.eval_problems])
 
 
 def merge_adapter(model_dir: str, adapter_dir: str, out_dir: str, dtype: str) -> None:
@@ -256,7 +248,7 @@ def export_verl(run: str, out: str) -> dict:
     model_dir = policy.resolve_model(cfg.model)
     os.makedirs(out, exist_ok=True)
     out = os.path.abspath(out)
-    train, val = run_problems(cfg)
+    train, val = worlds.run_problems(cfg)
     write_parquet(train, os.path.join(out, "data", "train.parquet"), "train")
     write_parquet(val, os.path.join(out, "data", "val.parquet"), "test")
     shutil.copytree(adapter, os.path.join(out, "adapter"), dirs_exist_ok=True)
@@ -264,7 +256,7 @@ def export_verl(run: str, out: str) -> dict:
                   "bfloat16" if cfg.dtype == "bfloat16" else "float32")
     with open(os.path.join(out, "reward_fn.py"), "w") as f:
         f.write(REWARD_FN)
-    base = cfg.model if cfg.model != "toy" else model_dir
+    base = cfg.model if cfg.model not in WORLD_NAMES else model_dir
     emitted = write_scripts(cfg, out, run, base)
     with open(os.path.join(out, "key_map.md"), "w") as f:
         f.write(f"# {run} → verl\n\n{key_map_table()}\n")

@@ -562,17 +562,9 @@ def train(cfg: Config, resume: bool = False) -> list[dict]:
                                  model_dir, log=log)
         log(f"[attnrl] LoRA weights initialised from {adapter_dir}")
 
-    from attnrl_mini.worlds import WORLD_NAMES, get_world
-    if cfg.train_data in WORLD_NAMES:                   # a built-in toy world: "toy" or "toy-plan"
-        from attnrl_mini.toy import toy_prompt_ids
-        world = get_world(cfg.train_data)
-        train_problems = world.train_problems(20_000, seed=cfg.seed)
-        eval_problems = world.test_problems(cfg.eval_problems)
-        encode = lambda p: toy_prompt_ids(tok, p)   # noqa: E731
-    else:
-        train_problems = data.load_problems(cfg.train_data)
-        eval_problems = data.load_problems(cfg.eval_data or data.BENCHMARKS["math500"])[:cfg.eval_problems]
-        encode = lambda p: data.encode_prompt(tok, p)   # noqa: E731
+    from attnrl_mini.worlds import run_problems
+    train_problems, eval_problems = run_problems(cfg)   # a built-in world's, or the data files'
+    encode = lambda p: data.encode_prompt(tok, p)   # noqa: E731  (the toy worlds' own template for their problems)
     n_all = len(train_problems)
     # release: overlong prompts filtered
     train_problems = [p for p in train_problems if data.prompt_fits(tok, p, cfg.max_prompt_tokens)]

@@ -45,3 +45,14 @@ def get_world(name: str) -> World:
     if name not in _FACTORIES:
         raise ValueError(f"unknown world {name!r}; choose from {', '.join(WORLD_NAMES)}")
     return _FACTORIES[name]()
+
+
+def run_problems(cfg) -> tuple[list[Problem], list[Problem]]:
+    """A run's training and held-out problems: a built-in world's (cfg.train_data "toy" / "toy-plan"),
+    or those of the data files (held-out default: MATH-500)."""
+    from attnrl_mini import data
+    if cfg.train_data in WORLD_NAMES:
+        world = get_world(cfg.train_data)
+        return world.train_problems(20_000, seed=cfg.seed), world.test_problems(cfg.eval_problems)
+    return (data.load_problems(cfg.train_data),
+            data.load_problems(cfg.eval_data or data.BENCHMARKS["math500"])[:cfg.eval_problems])
