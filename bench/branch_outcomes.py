@@ -6,7 +6,7 @@
 One batch of `--prompts` training prompts × G = 6 initial responses (temperature 1) from a world's
 shipped model; then, on the SAME initial responses, the trainer's own planning step
 (Trainer._score_and_plan: steps, entropies, FCI, ADS, branch points) and branch generation
-(T = 2 continuations per branch point) for three rows of algorithm.md §h:
+(T = 2 continuations per branch point) for three rows of docs/algorithm.md §h:
 - entropy: TreeRL (entropy forks, every response branched, no filters),
 - fci: ATB (FCI forks, every response branched, no filters),
 - fci + ADS: AttnRL's sampling (FCI forks, Eq. 8 branch counts, attention filter).

@@ -23,7 +23,7 @@ Why this shape (the properties the world is defined by, README "When does attent
   grows as the two numbers get closer (`DECISION_ERROR`), while the arithmetic is never wrong, so
   its mistakes are mostly wrong choices. A wrong choice always gives a wrong answer: the answer
   is strictly increasing in x. The decision is step 2, not step 1, because the release gives the
-  first response step FCI 0 (algorithm.md §b), so a first-step decision could never be a branch point.
+  first response step FCI 0 (docs/algorithm.md §b), so a first-step decision could never be a branch point.
 - b. harmless variability: the restatement step has four wordings, "x is" / "So x is", and the
   operands of + and * are written in either order; none of it changes the answer.
 - c. difficulty spread: the level is set by the gap between the two numbers (level 1: gap >= 5 ...
