@@ -84,6 +84,11 @@ class Config:
     mini_batch_sequences: int = 192    # sequences per optimiser step
     micro_batch_tokens: int = 36864    # tokens per forward/backward micro-batch
     logprob_chunk_tokens: int = 1024   # positions per chunk when turning hidden states into log-probs
+    update_packing: str = opt("per_path", "how the PPO update feeds the paths: per_path (release: each root-to-leaf "
+                              "path its own row) | shared (each prompt's paths of a mini-batch packed as one tree, every "
+                              "token computed once; same result) | shared_trees (also mini-batches of whole trees: more "
+                              "sharing, same result when one mini-batch holds the batch)",
+                              choices=("per_path", "shared", "shared_trees"))
 
     # --- generation backend ---
     generator: str = "auto"            # auto | vllm | hf
