@@ -283,12 +283,12 @@ class Trainer:
                               for f, s, r in zip(g.fci, g.steps, g.rollouts)], "tree": d}
 
     def _update(self, seqs: list[tree.TrainSequence]) -> dict:
-        """PPO with clip-higher + dual clip + k3 KL, a true token-mean per mini-batch (§g, design.md).
+        """PPO with clip-higher + dual clip + k3 KL, a true token-mean per mini-batch (docs/algorithm.md §g).
 
         The reference form (update_packing="per_path", as the release): every root-to-leaf path is its
-        own row. "shared" packs each prompt's paths of a micro-batch into one tree row (packing.py), so
-        a branch prefix is computed once; the loss is still computed on the per-path tensors, so its
-        value, gradient and statistics are the per-path update's.
+        own row. "shared" packs each prompt's paths of a mini-batch into one token trie (packing.py), so
+        a branch prefix is computed once; the loss is still computed on the per-path tensors gathered
+        from it, so its value, gradient and statistics are the per-path update's.
         """
         cfg = self.cfg
         stats_acc: dict[str, float] = {}
