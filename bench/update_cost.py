@@ -90,13 +90,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--response-tokens", type=int, default=0, help="override the shape's response length")
+    ap.add_argument("--micro-batch-tokens", type=int, default=0, help="override the shape's micro-batch size")
     ap.add_argument("--json", default="", help="also write the result here")
     ap.add_argument("--memory-child", default="", help=argparse.SUPPRESS)   # CPU memory: one update of this mode
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    b = BATCHES[args.shape]
+    b = dict(BATCHES[args.shape])
+    b.update({k: v for k, v in (("response_tokens", args.response_tokens),
+                                ("micro_batch_tokens", args.micro_batch_tokens)) if v})
     with tempfile.TemporaryDirectory() as tmp:
         if args.shape == "toy":
             model_dir = TOY_MODEL_DIR
