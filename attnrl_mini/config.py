@@ -100,6 +100,11 @@ class Config:
     micro_batch_tokens: int = opt(36864, "padded tokens per forward/backward micro-batch (memory knob)")
     logprob_chunk_tokens: int = opt(1024, "positions per chunk when turning hidden states into log-probs "
                                     "(memory knob)")
+    update_packing: str = opt("per_path", "how the PPO update feeds the paths: per_path (release: each root-to-leaf "
+                              "path its own row) | shared (each prompt's paths of a mini-batch packed as one tree, every "
+                              "token computed once; same result) | shared_trees (also mini-batches of whole trees: more "
+                              "sharing, same result when one mini-batch holds the batch)",
+                              choices=("per_path", "shared", "shared_trees"))
 
     # --- generation backend ---
     generator: str = opt("auto", "sampler: auto = the vLLM sidecar when vllm is installed, else in-process HF",

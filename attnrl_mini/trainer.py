@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
-from attnrl_mini import adaptive, branching, tree
+from attnrl_mini import adaptive, branching, packing, tree
 from attnrl_mini.config import Config
 from attnrl_mini.data import Problem
 from attnrl_mini.fci import score_responses
@@ -284,20 +284,23 @@ class Trainer:
 
     def _update(self, seqs: list[tree.TrainSequence]) -> dict:
         """PPO with clip-higher + dual clip + k3 KL, a true token-mean per mini-batch (docs/algorithm.md §g;
-        the release averages per-micro-batch token-means instead: a departure)."""
+        the release averages per-micro-batch token-means instead: a departure).
+
+        The reference form (update_packing="per_path", as the release): every root-to-leaf path is its
+        own row. "shared" packs each prompt's paths of a mini-batch into one token trie (packing.py), so
+        a branch prefix is computed once; the loss is still computed on the per-path tensors gathered
+        from it, so its value, gradient and statistics are the per-path update's.
+        """
         cfg = self.cfg
-        self.rng.shuffle(seqs)  # the batch is ordered originals-then-branches; shuffle before mini-batching
         stats_acc: dict[str, float] = {}
-        n_updates = 0
-        for mb_start in range(0, len(seqs), cfg.mini_batch_sequences):
-            mini = seqs[mb_start:mb_start + cfg.mini_batch_sequences]
+        n_updates = computed = 0
+        for mini in self._mini_batches(seqs):
             n_tokens = sum(len(s.response_ids) for s in mini)
             if n_tokens == 0:
                 continue
             self.model.train()
             self.optimizer.zero_grad(set_to_none=True)
-            for micro in _micro_batches(mini, cfg.micro_batch_tokens):
-                prompts = [s.prompt_ids for s in micro]
+            for micro, packed in self._micro_batches(mini):
                 responses = [s.response_ids for s in micro]
                 R = max(len(r) for r in responses)
                 old, adv, mask = (_right_aligned([s.old_logprobs for s in micro], R, self.device),
@@ -306,11 +309,12 @@ class Trainer:
                 ref = None
                 if cfg.kl_coef > 0:
                     with torch.no_grad(), self.model.disable_adapter():
-                        ref = response_logprobs(self.model, prompts, responses, self.pad_id, cfg.logprob_chunk_tokens)
-                logp = response_logprobs(self.model, prompts, responses, self.pad_id, cfg.logprob_chunk_tokens)
+                        ref = self._path_logprobs(micro, packed)
+                logp = self._path_logprobs(micro, packed)
                 loss, stats = ppo_loss(logp, old, ref, adv, mask, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
                                        clip_c=cfg.clip_c, kl_coef=cfg.kl_coef, n_tokens=n_tokens)
                 loss.backward()
+                computed += sum(t.n_response_tokens for t in packed) if packed else int(mask.sum().item())
                 w = mask.sum().item() / n_tokens
                 for k, v in stats.items():
                     stats_acc[k] = stats_acc.get(k, 0.0) + w * float(v)
@@ -326,7 +330,48 @@ class Trainer:
         n_mb = max(1, math.ceil(len(seqs) / cfg.mini_batch_sequences))
         out = {k: v / n_mb for k, v in stats_acc.items()}
         out["optimizer_steps"] = n_updates
+        out["update_computed_tokens"] = computed   # response tokens run through the model (< trained when shared)
         return out
+
+    def _mini_batches(self, seqs: list[tree.TrainSequence]) -> list[list[tree.TrainSequence]]:
+        """Shuffle, then cut into mini-batches of mini_batch_sequences (one optimiser step each).
+
+        The batch arrives ordered originals-then-branches. per_path and shared shuffle the paths (the
+        release); shared_trees shuffles whole prompt trees and concatenates them, so the paths of a
+        tree share a mini-batch (and their prefixes get computed once) except where a cut splits it.
+        """
+        if self.cfg.update_packing == "shared_trees":
+            by_prompt: dict[int, list[tree.TrainSequence]] = {}
+            for s in seqs:
+                by_prompt.setdefault(s.prompt_index, []).append(s)
+            trees = list(by_prompt.values())
+            self.rng.shuffle(trees)
+            seqs = [s for t in trees for s in t]
+        else:
+            seqs = list(seqs)
+            self.rng.shuffle(seqs)
+        n = self.cfg.mini_batch_sequences
+        return [seqs[i:i + n] for i in range(0, len(seqs), n)]
+
+    def _micro_batches(self, mini: list[tree.TrainSequence]):
+        """Yield (paths, packed trees or None): per path, rows of at most micro_batch_tokens padded tokens;
+        shared, the packed trees of each prompt's paths (packing.pack_groups), so many per micro-batch."""
+        max_tokens = self.cfg.micro_batch_tokens
+        if self.cfg.update_packing == "per_path":
+            for micro in _greedy_by_padded_size(mini, lambda s: len(s.prompt_ids) + len(s.response_ids), max_tokens):
+                yield micro, None
+            return
+        packed = packing.pack_groups([s.prompt_ids for s in mini], [s.response_ids for s in mini], max_tokens)
+        for group in _greedy_by_padded_size(packed, lambda tm: len(tm[0].input_ids), max_tokens):
+            yield [mini[i] for _, members in group for i in members], [t for t, _ in group]
+
+    def _path_logprobs(self, micro: list[tree.TrainSequence], packed) -> torch.Tensor:
+        """log π of each path's response tokens, right-aligned [len(micro), R_max], per path or packed."""
+        chunk = self.cfg.logprob_chunk_tokens
+        if packed is None:
+            return response_logprobs(self.model, [s.prompt_ids for s in micro], [s.response_ids for s in micro],
+                                     self.pad_id, chunk)
+        return packing.gather_paths(packing.packed_token_logprobs(self.model, packed, chunk), packed)
 
     # ---- one step ------------------------------------------------------------------------------
     def warmup(self) -> dict:
@@ -488,15 +533,16 @@ def _right_aligned(rows: list[list[float]], R: int, device) -> torch.Tensor:
     return out.to(device)
 
 
-def _micro_batches(seqs, max_tokens: int):
-    """Greedy packing by padded size (rows × longest row), so no micro-batch exceeds max_tokens."""
+def _greedy_by_padded_size(items, size, max_tokens: int):
+    """Greedy packing by padded size (rows × longest row), so no group exceeds max_tokens
+    (an item larger than max_tokens goes alone)."""
     cur, longest = [], 0
-    for s in seqs:
-        n = len(s.prompt_ids) + len(s.response_ids)
+    for it in items:
+        n = size(it)
         if cur and max(longest, n) * (len(cur) + 1) > max_tokens:
             yield cur
             cur, longest = [], 0
-        cur.append(s)
+        cur.append(it)
         longest = max(longest, n)
     if cur:
         yield cur
