@@ -278,8 +278,8 @@ def _user_error(e: BaseException) -> bool:
     """Errors whose message says what to fix (flag, file): printed on one line without a traceback."""
     from attnrl_mini.checkpoint import CheckpointError
     from attnrl_mini.data import DataError
-    from attnrl_mini.policy import ModelNotFoundError
-    return isinstance(e, (CheckpointError, DataError, ModelNotFoundError, FileNotFoundError))
+    from attnrl_mini.policy import DeviceError, ModelNotFoundError
+    return isinstance(e, (CheckpointError, DataError, DeviceError, ModelNotFoundError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ def main(argv=None) -> None:
 # Errors whose message already says what to fix (flag, file, line): printed as one line, no traceback.
 USER_ERRORS = [("attnrl_mini.config", "ConfigError"), ("attnrl_mini.data", "DataError"),
                ("attnrl_mini.checkpoint", "CheckpointError"), ("attnrl_mini.policy", "ModelNotFoundError"),
-               ("attnrl_mini.policy", "AdapterError"), ("attnrl_mini.tracking", "TrackerError")]
+               ("attnrl_mini.policy", "AdapterError"), ("attnrl_mini.policy", "DeviceError"), ("attnrl_mini.tracking", "TrackerError")]
 
 
 def _is_user_error(e: Exception) -> bool:

@@ -65,11 +65,15 @@ def resolve_model(name: str) -> str:
     return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"])
 
 
+class DeviceError(RuntimeError):
+    """The device asked for is not there (a user error: one line, no traceback)."""
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA GPU is visible to torch; "
+        raise DeviceError("--device cuda was asked for but no CUDA GPU is visible to torch; "
                            "pass --device cpu (or auto), or install a CUDA build of torch.")
     return torch.device(device)
 

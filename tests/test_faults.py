@@ -252,9 +252,19 @@ def test_a_bad_value_exits_in_a_subprocess_with_one_line_and_no_traceback(tmp_pa
     assert proc.stderr == "error: --fci-quantile must be in (0, 1), got 1.5; --eval-every must be >= 1, got 0\n"
 
 
+def test_a_missing_gpu_is_a_one_line_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible: --device cuda is valid here")
+    with pytest.raises(SystemExit) as error:
+        train_cli.main(["--out", str(tmp_path / "run"), "--device", "cuda", "--eval-problems", "4"])
+    assert str(error.value.code).startswith("error: --device cuda was asked for but no CUDA GPU is visible")
+
+
 def test_validate_accepts_every_preset():
-    for preset in ("toy", "qwen2.5-math-1.5b-24gb"):
-        validate(make_config(preset, train_data="toy"))
+    from attnrl_mini.config import PRESETS
+    for preset in PRESETS:
+        validate(make_config(preset, train_data=PRESETS[preset].get("train_data", "toy")
+                             if preset.startswith("toy") else "toy"))
     with pytest.raises(ConfigError, match="--branch-selector must be one of"):
         validate(make_config("toy", branch_selector="attention"))
 
