@@ -192,6 +192,9 @@ def math_prompt(problem_text: str) -> str:
 _warned_no_chat_template = False
 
 
+TOY_SOURCES = ("toy", "toy-plan")   # the built-in worlds' problems use their own prompt template
+
+
 def prompt_fits(tokenizer, problem: Problem, max_tokens: int) -> bool:
     """len(encode_prompt(tokenizer, problem)) <= max_tokens, mostly without tokenising.
 
@@ -200,7 +203,8 @@ def prompt_fits(tokenizer, problem: Problem, max_tokens: int) -> bool:
     of all 24,896 training prompts at every start (rendering the template is much cheaper).
     """
     decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
-    if problem.source != "toy" and getattr(tokenizer, "chat_template", None) and type(decoder).__name__ == "ByteLevel":
+    if problem.source not in TOY_SOURCES and getattr(tokenizer, "chat_template", None) \
+            and type(decoder).__name__ == "ByteLevel":
         text = tokenizer.apply_chat_template([{"role": "user", "content": math_prompt(problem.problem)}],
                                              add_generation_prompt=True, tokenize=False)
         if len(text.encode("utf-8")) <= max_tokens:
@@ -210,7 +214,7 @@ def prompt_fits(tokenizer, problem: Problem, max_tokens: int) -> bool:
 
 def encode_prompt(tokenizer, problem: Problem) -> list[int]:
     """Prompt token ids: the chat template with the assistant turn opened; toy problems: the toy template."""
-    if problem.source in ("toy", "toy-plan"):        # the built-in worlds (attnrl_mini/worlds.py)
+    if problem.source in TOY_SOURCES:        # the built-in worlds (attnrl_mini/worlds.py)
         from attnrl_mini.toy import toy_prompt_ids  # lazy: the toy module imports this one
         return list(toy_prompt_ids(tokenizer, problem))
     text = math_prompt(problem.problem)
