@@ -82,3 +82,12 @@ def test_two_short_pretrain_runs_give_identical_weights():
     runs = [train(cfg, log=lambda s: None, tokenizer=build_plan_tokenizer(), make_batch=plan_batch)[0] for _ in range(2)]
     a, b = (r.state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_every_built_in_world_gets_its_own_prompt_template():
+    from attnrl_mini import data, worlds
+    assert set(data.TOY_SOURCES) == set(worlds.WORLD_NAMES)
+    problem = worlds.get_world("toy-plan").test_problems(1)[0]
+    tok = __import__("attnrl_mini.policy", fromlist=["load_tokenizer"]).load_tokenizer(worlds.get_world("toy-plan").model_dir)
+    from attnrl_mini.toy import toy_prompt_ids
+    assert data.encode_prompt(tok, problem) == list(toy_prompt_ids(tok, problem))
