@@ -86,8 +86,9 @@ def test_two_short_pretrain_runs_give_identical_weights():
 
 def test_every_built_in_world_gets_its_own_prompt_template():
     from attnrl_mini import data, worlds
-    assert set(data.TOY_SOURCES) == set(worlds.WORLD_NAMES)
-    problem = worlds.get_world("toy-plan").test_problems(1)[0]
-    tok = __import__("attnrl_mini.policy", fromlist=["load_tokenizer"]).load_tokenizer(worlds.get_world("toy-plan").model_dir)
+    from attnrl_mini.policy import load_tokenizer
     from attnrl_mini.toy import toy_prompt_ids
+    assert set(data.TOY_SOURCES) == set(worlds.WORLD_NAMES)
+    world = worlds.get_world("toy-plan")
+    problem, tok = world.test_problems(1)[0], load_tokenizer(world.model_dir)
     assert data.encode_prompt(tok, problem) == list(toy_prompt_ids(tok, problem))
