@@ -7,8 +7,9 @@ import os
 
 
 class RunLog:
-    def __init__(self, out_dir: str, trackers=None):
-        self.out_dir, self.trackers = out_dir, trackers   # trackers: tracking.Trackers or None
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+        self.trackers = None   # tracking.Trackers, set by the trainer once the run directory is its own
         os.makedirs(out_dir, exist_ok=True)
         self.metrics_path = os.path.join(out_dir, "metrics.jsonl")
         self.trees_path = os.path.join(out_dir, "trees.jsonl")
