@@ -156,12 +156,24 @@ class FCIContext:
     keep_step_attention: bool = False      # also keep max_{l,h} α (for inspection / plots)
     fci: list[torch.Tensor | None] = field(default_factory=list)             # per row: running max y [S]
     step_attention: list[torch.Tensor | None] = field(default_factory=list)  # per row: running max α [S+1, S+1]
+    _scratch: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # see scratch()
 
     def __post_init__(self):
         if self.query_chunk < 1:
             raise ValueError(f"query_chunk must be >= 1; got {self.query_chunk}")
         self.fci = [None] * len(self.step_weights)
         self.step_attention = [None] * len(self.step_weights)
+
+    def scratch(self, name: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A flat buffer of at least `numel` elements, kept for this context's forward.
+
+        Why: the attention function needs a [H, query_chunk, T] block for every query block of every
+        layer; allocating a fresh one each time (tens of MB) costs page faults on the CPU.
+        """
+        buf = self._scratch.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != device:
+            buf = self._scratch[name] = torch.empty(numel, dtype=dtype, device=device)
+        return buf
 
     def add_layer(self, row: int, step_attention: torch.Tensor) -> None:
         """Fold one layer's step matrices [H, S+1, S+1] into the running max (Eq. 6)."""
@@ -228,42 +240,47 @@ def fci_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
         raise ValueError(f"FCIContext has {len(fci_context.step_weights)} rows but the batch has {B}")
     _check_mask_matches_padding(attention_mask, fci_context.pad_offsets)
     G = H // Hkv                      # GQA: query heads j*G .. j*G+G-1 share key/value head j (as repeat_kv)
-    chunk = fci_context.query_chunk
-    # causal mask of a diagonal block: query i of the block must not see key j > i of the block
-    future = torch.ones(chunk, chunk, dtype=torch.bool, device=query.device).triu_(diagonal=1)
-    out = query.new_empty(B, H, T, value.shape[-1])                                 # [B, H, T, d]
+    chunk = min(fci_context.query_chunk, T)
+    # causal mask of a diagonal block, added to its logits: query i of the block must not see key j > i
+    future = torch.full((chunk, chunk), float("-inf"), dtype=query.dtype, device=query.device).triu_(diagonal=1)
+    out = query.new_zeros(B, T, H, value.shape[-1])                   # [B, T, H, d]; left pads stay 0
+    # Two blocks of memory for the whole forward, reused by every query block and layer: the logits
+    # (model dtype) and their fp32 probabilities (the same memory when the model runs in fp32).
+    logits_buf = fci_context.scratch("logits", H * chunk * T, query.dtype, query.device)
+    probs_buf = logits_buf if query.dtype == torch.float32 else \
+        fci_context.scratch("probs", H * chunk * T, torch.float32, query.device)
 
     for b in range(B):
         pad = fci_context.pad_offsets[b]
         L = T - pad                                   # real tokens of this row; pads are never looked at
-        out[b, :, :pad] = 0.0
         q = (query[b, :, pad:] * scaling).view(Hkv, G, L, d)    # [Hkv, G, L, d]
         k = key[b, :, pad:]                           # [Hkv, L, d]
         v = value[b, :, pad:]                         # [Hkv, L, d]
         W = fci_context.step_weights[b]               # [S+1, L]
         ranges = fci_context.ranges[b]
-        acc = torch.zeros(H, W.shape[0], W.shape[0], dtype=torch.float32, device=query.device)  # [H, S+1, S+1]
+        # WA[h, a, s] = Σ_t W[a, t] A[t, s]: the mean attention of range a's queries to key token s
+        WA = torch.zeros(H, W.shape[0], L, dtype=torch.float32, device=query.device)           # [H, S+1, L]
         for q0 in range(0, L, chunk):
             q1 = min(q0 + chunk, L)
             n = q1 - q0
             # logits of the block's queries against keys 0..q1-1 (later keys are in every row's future)
-            q_blk = q[:, :, q0:q1].reshape(Hkv, G * n, d)
-            logits = torch.matmul(q_blk, k[:, :q1].transpose(1, 2)).view(Hkv, G, n, q1).float()  # [Hkv, G, n, q1]
-            logits[..., q0:].masked_fill_(future[:n, :n], float("-inf"))
-            probs = torch.softmax(logits, dim=-1)     # fp32, over the complete row: exact
+            logits = logits_buf[:H * n * q1].view(Hkv, G * n, q1)
+            torch.bmm(q[:, :, q0:q1].reshape(Hkv, G * n, d), k[:, :q1].transpose(1, 2), out=logits)
+            logits.view(Hkv, G, n, q1)[..., q0:].add_(future[:n, :n])
+            # fp32 softmax over the complete row: exact (in place when the logits are fp32 already)
+            probs = torch.softmax(logits, dim=-1, dtype=torch.float32, out=probs_buf[:H * n * q1].view(Hkv, G * n, q1))
             # (a) the layer's real attention output, from these same probabilities
-            pv = torch.matmul(probs.view(Hkv, G * n, q1).to(v.dtype), v[:, :q1])               # [Hkv, G*n, d]
-            out[b, :, pad + q0:pad + q1] = pv.view(H, n, -1)
-            # (b) Eq. 4 block by block: α[a, :] += Σ_{t in block ∩ r_a} W[a, t] · (P[t, :] Wᵀ).
+            pv = torch.bmm(probs.to(v.dtype), v[:, :q1])                                      # [Hkv, G*n, d]
+            out[b, pad + q0:pad + q1] = pv.view(H, n, -1).transpose(0, 1)
+            # (b) the query side of Eq. 4, block by block: WA[:, a] += Σ_{t in block ∩ r_a} W[a, t] P[t, :].
             #     Only the few ranges a that meet this block have non-zero W[a, block].
             rows = [a for a, (s, e) in enumerate(ranges) if s < q1 and e > q0]
             if rows:
                 a0, a1 = rows[0], rows[-1] + 1
-                per_query_step = torch.matmul(W[a0:a1, q0:q1], probs.view(H, n, q1))              # [H, a1-a0, q1]
-                acc[:, a0:a1] += torch.matmul(per_query_step, W[:, :q1].T)                      # [H, a1-a0, S+1]
-        fci_context.add_layer(b, acc)
+                WA[:, a0:a1, :q1] += torch.matmul(W[a0:a1, q0:q1], probs.view(H, n, q1))         # [H, a1-a0, q1]
+        fci_context.add_layer(b, torch.matmul(WA, W.T))               # Eq. 4: α = W A Wᵀ  [H, S+1, S+1]
 
-    return out.transpose(1, 2).contiguous(), None
+    return out, None
     # END SOLUTION C10
 
 
