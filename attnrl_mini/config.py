@@ -63,6 +63,9 @@ class Config:
     min_branch_start: int = opt(512, "branch points start at this absolute (prompt-inclusive) position or later "
                                 "(release only, §c)")
     fci_query_chunk: int = opt(256, "query rows per block in the exact chunked FCI (memory knob, §b)")
+    fci_kernel: str = opt("auto", "how the exact FCI is computed: torch (chunked PyTorch, any device), triton "
+                          "(flash attention + a Triton pass for Eq. 4, same result), auto (triton for bf16/fp16 "
+                          "on CUDA when Triton is installed, else torch)", choices=("auto", "torch", "triton"))
     score_batch_size: int = opt(8, "sequences per no-grad scoring forward (old log-probs, entropies, FCI)")
 
     # --- adaptive sampling (§e, Eq. 8-10) ---
@@ -131,7 +134,7 @@ class Config:
 MAY_CHANGE_ON_RESUME = frozenset({
     "steps", "max_generated_tokens", "lr", "eval_every", "eval_problems", "eval_temperature", "save_every",
     "dump_trees", "threads", "generator", "vllm_url", "gpu_memory_utilization", "vllm_sleep",
-    "fci_query_chunk", "score_batch_size", "micro_batch_tokens", "logprob_chunk_tokens",
+    "fci_query_chunk", "fci_kernel", "score_batch_size", "micro_batch_tokens", "logprob_chunk_tokens",
     "report_to", "vocab_guard",
 })
 

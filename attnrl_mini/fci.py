@@ -58,6 +58,7 @@ from attnrl_mini.logprobs import token_logprobs_from_hidden
 from attnrl_mini.policy import decoder_and_head
 
 FCI_ATTENTION = "attnrl_fci"   # the name our attention function is registered under
+FCI_KERNELS = ("auto", "torch", "triton")   # see FCIContext.kernel and two_pass_kernel()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,15 +155,24 @@ class FCIContext:
     delta: int = 4
     query_chunk: int = 256
     keep_step_attention: bool = False      # also keep max_{l,h} α (for inspection / plots)
+    kernel: str = "auto"                   # "torch" (fci_attention below), "triton" (fci_triton.py), "auto"
     fci: list[torch.Tensor | None] = field(default_factory=list)             # per row: running max y [S]
     step_attention: list[torch.Tensor | None] = field(default_factory=list)  # per row: running max α [S+1, S+1]
-    _scratch: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # see scratch()
+    _cache: dict = field(default_factory=dict, repr=False)   # see cached()
 
     def __post_init__(self):
         if self.query_chunk < 1:
             raise ValueError(f"query_chunk must be >= 1; got {self.query_chunk}")
+        if self.kernel not in FCI_KERNELS:
+            raise ValueError(f"kernel must be one of {FCI_KERNELS}; got {self.kernel!r}")
         self.fci = [None] * len(self.step_weights)
         self.step_attention = [None] * len(self.step_weights)
+
+    def cached(self, key, make):
+        """make(), computed once for this context's forward and reused by every layer."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
     def scratch(self, name: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """A flat buffer of at least `numel` elements, kept for this context's forward.
@@ -170,9 +180,9 @@ class FCIContext:
         Why: the attention function needs a [H, query_chunk, T] block for every query block of every
         layer; allocating a fresh one each time (tens of MB) costs page faults on the CPU.
         """
-        buf = self._scratch.get(name)
+        buf = self._cache.get(name)
         if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != device:
-            buf = self._scratch[name] = torch.empty(numel, dtype=dtype, device=device)
+            buf = self._cache[name] = torch.empty(numel, dtype=dtype, device=device)
         return buf
 
     def add_layer(self, row: int, step_attention: torch.Tensor) -> None:
@@ -189,12 +199,12 @@ class FCIContext:
 
 def make_fci_context(batch: PaddedBatch, prompt_lens: list[int], steps: list[list[tuple[int, int]]],
                      think_end_steps: list[int], delta: int = 4, query_chunk: int = 256,
-                     keep_step_attention: bool = False) -> FCIContext:
+                     keep_step_attention: bool = False, kernel: str = "auto") -> FCIContext:
     T = batch.input_ids.shape[1]
     ranges = [step_ranges(p, s) for p, s in zip(prompt_lens, steps)]
     weights = [step_weight_matrix(r, T - off, batch.input_ids.device) for r, off in zip(ranges, batch.pad_offsets)]
     return FCIContext(ranges, weights, list(batch.pad_offsets), list(think_end_steps), delta, query_chunk,
-                      keep_step_attention)
+                      keep_step_attention, kernel)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,18 +237,22 @@ def fci_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
     if fci_context is None:
         return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask,
                                                dropout=dropout, scaling=scaling, **kwargs)
-    # BEGIN SOLUTION C10
     if dropout > 0.0:
         raise ValueError("FCI attention is for the no-grad scoring pass; call model.eval() (dropout must be 0)")
-    B, H, T, d = query.shape
-    Hkv, kv_len = key.shape[1], key.shape[2]
-    if kv_len != T:
-        raise ValueError(f"FCI needs the whole sequence in one forward (no KV cache); got {T} queries, {kv_len} keys")
+    if key.shape[2] != query.shape[2]:
+        raise ValueError(f"FCI needs the whole sequence in one forward (no KV cache); got {query.shape[2]} queries, "
+                         f"{key.shape[2]} keys")
     if kwargs.get("sliding_window") is not None:
         raise ValueError("FCI attention does not support sliding-window layers")
-    if len(fci_context.step_weights) != B:
-        raise ValueError(f"FCIContext has {len(fci_context.step_weights)} rows but the batch has {B}")
+    if len(fci_context.step_weights) != query.shape[0]:
+        raise ValueError(f"FCIContext has {len(fci_context.step_weights)} rows but the batch has {query.shape[0]}")
     _check_mask_matches_padding(attention_mask, fci_context.pad_offsets)
+    two_pass = two_pass_kernel(fci_context.kernel, query)
+    if two_pass is not None:     # GPU: flash attention + a Triton pass for Eq. 4 (fci_triton.py)
+        return two_pass.fci_attention_two_pass(query, key, value, scaling, fci_context), None
+    # BEGIN SOLUTION C10
+    B, H, T, d = query.shape
+    Hkv = key.shape[1]
     G = H // Hkv                      # GQA: query heads j*G .. j*G+G-1 share key/value head j (as repeat_kv)
     chunk = min(fci_context.query_chunk, T)
     # causal mask of a diagonal block, added to its logits: query i of the block must not see key j > i
@@ -282,6 +296,27 @@ def fci_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
 
     return out, None
     # END SOLUTION C10
+
+
+def two_pass_kernel(kernel: str, query: torch.Tensor):
+    """The fci_triton module when the two-pass path should run this layer, else None.
+
+    "auto": on CUDA for bf16/fp16 models when Triton is installed; "torch": never; "triton": always
+    (an error if Triton is missing; on a CPU it needs TRITON_INTERPRET=1).
+    """
+    if kernel == "torch" or (kernel == "auto" and not (query.is_cuda and query.dtype in (torch.bfloat16, torch.float16))):
+        return None
+    try:
+        from attnrl_mini import fci_triton
+    except ImportError as e:
+        if kernel == "triton":
+            raise ValueError(f"fci_kernel 'triton' needs the triton package ({e}); use 'torch' or 'auto'") from e
+        return None
+    if not fci_triton.supports(query):
+        if kernel == "triton":
+            raise ValueError(f"fci_kernel 'triton' needs a power-of-two head size >= 16; got {query.shape[-1]}")
+        return None
+    return fci_triton
 
 
 AttentionInterface.register(FCI_ATTENTION, fci_attention)
@@ -347,7 +382,8 @@ def _forward_chunks(n: int, lengths: list[int], batch_size: int) -> list[list[in
 def score_responses(model, prompts: list[list[int]], responses: list[list[int]],
                     steps: list[list[tuple[int, int]]] | None = None, think_end_steps: list[int] | None = None,
                     delta: int = 4, query_chunk: int = 256, batch_size: int = 8, pad_id: int = 0,
-                    logprob_chunk: int = 1024, return_step_attention: bool = False) -> list[ScoredResponse]:
+                    logprob_chunk: int = 1024, return_step_attention: bool = False,
+                    kernel: str = "auto") -> list[ScoredResponse]:
     """One no-grad forward per batch: response log-probs, entropies and (if `steps`) exact FCI (Eq. 4-6).
 
     Works on a plain transformers causal LM or a peft-wrapped one (adapter active). The model is put
@@ -373,7 +409,7 @@ def score_responses(model, prompts: list[list[int]], responses: list[list[int]],
                 if steps is not None:
                     ctx = make_fci_context(batch, [len(prompts[i]) for i in rows], [steps[i] for i in rows],
                                            [think_end_steps[i] for i in rows], delta, query_chunk,
-                                           keep_step_attention=return_step_attention)
+                                           keep_step_attention=return_step_attention, kernel=kernel)
                     forward_kwargs["fci_context"] = ctx
                 hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                  position_ids=batch.position_ids, use_cache=False,

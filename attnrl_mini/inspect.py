@@ -60,7 +60,8 @@ def inspect_response(model, tokenizer, prompt_ids: list[int], response_ids: list
         raise ValueError("the response is empty: there is nothing to score")
     scored = score_responses(model, [prompt_ids], [response_ids], [seg.steps], [seg.think_end_step],
                              delta=cfg.fci_delta, query_chunk=cfg.fci_query_chunk,
-                             pad_id=tokenizer.pad_token_id or 0, return_step_attention=True)[0]
+                             pad_id=tokenizer.pad_token_id or 0, return_step_attention=True,
+                             kernel=cfg.fci_kernel)[0]
     branch_points = fci_branch_points(scored.fci, seg.steps, len(prompt_ids), n=cfg.n_branch_points,
                                       quantile=cfg.fci_quantile, min_gap=cfg.min_branch_gap,
                                       min_start=cfg.min_branch_start)

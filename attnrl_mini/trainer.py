@@ -198,7 +198,7 @@ class Trainer:
             steps=[s.steps for s in segs] if want_fci else None,
             think_end_steps=[s.think_end_step for s in segs] if want_fci else None,
             delta=cfg.fci_delta, query_chunk=cfg.fci_query_chunk, pad_id=self.pad_id,
-            batch_size=cfg.score_batch_size, logprob_chunk=cfg.logprob_chunk_tokens)
+            batch_size=cfg.score_batch_size, logprob_chunk=cfg.logprob_chunk_tokens, kernel=cfg.fci_kernel)
         sampler_lp = [batch.groups[gi].rollouts[ri].old_logprobs for gi, ri in flat]
         trainer_lp = [s.logprobs.tolist() for s in scored]
         mismatch = logprob_mismatch(sampler_lp, trainer_lp)

@@ -210,6 +210,7 @@ class Knobs:
     micro_batch_tokens: int
     logprob_chunk_tokens: int
     fci_query_chunk: int
+    fci_kernel: str
     gradient_checkpointing: bool
     score_batch_size: int            # rows per no-grad scoring forward (score_responses' batch_size)
     lora_rank: int
@@ -257,7 +258,7 @@ def scoring_phase(model, work: Workload, knobs: Knobs, with_fci: bool):
         out = score_responses(model, work.prompts, work.responses,
                               steps=work.steps if with_fci else None,
                               think_end_steps=[-1] * len(work.responses) if with_fci else None,
-                              delta=knobs.fci_delta, query_chunk=knobs.fci_query_chunk,
+                              delta=knobs.fci_delta, query_chunk=knobs.fci_query_chunk, kernel=knobs.fci_kernel,
                               batch_size=knobs.score_batch_size, pad_id=0,
                               logprob_chunk=knobs.logprob_chunk_tokens)
         if len(out) != len(work.responses) or (with_fci and out[0].fci is None):
@@ -447,6 +448,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--micro-batch-tokens", type=int, default=None)
     ap.add_argument("--logprob-chunk-tokens", type=int, default=None)
     ap.add_argument("--fci-query-chunk", type=int, default=None)
+    ap.add_argument("--fci-kernel", default=None, choices=("auto", "torch", "triton"),
+                    help="how score_responses computes FCI (default: the preset's, auto)")
     ap.add_argument("--gradient-checkpointing", choices=("on", "off"), default=None)
     ap.add_argument("--score-batch-size", type=int, default=None,
                     help="rows per scoring forward (default: score_responses' own default, as the trainer calls it)")
@@ -485,6 +488,7 @@ def main(argv=None) -> dict:
         micro_batch_tokens=args.micro_batch_tokens or cfg.micro_batch_tokens,
         logprob_chunk_tokens=args.logprob_chunk_tokens or cfg.logprob_chunk_tokens,
         fci_query_chunk=args.fci_query_chunk or cfg.fci_query_chunk,
+        fci_kernel=args.fci_kernel or cfg.fci_kernel,
         gradient_checkpointing=(cfg.gradient_checkpointing if args.gradient_checkpointing is None
                                 else args.gradient_checkpointing == "on"),
         score_batch_size=args.score_batch_size or default_score_batch,

@@ -1,12 +1,19 @@
 """FCI (Eq. 4-6): hand-checkable aggregation, and the chunked one-pass FCI against the naive reference."""
 import copy
+import importlib.util
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from attnrl_mini.fci import (FCI_ATTENTION, left_pad, make_fci_context, naive_fci, score_responses,
-                             step_attention_to_fci, step_ranges, step_weight_matrix, use_attention)
+                             step_attention_to_fci, step_ranges, step_weight_matrix, two_pass_kernel, use_attention)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_qwen2(seed: int = 0, layers: int = 3, attn: str = "sdpa") -> Qwen2ForCausalLM:
@@ -247,3 +254,52 @@ def test_works_on_a_peft_lora_model():
         logp, _ = full_logits_reference(model, p, resp)
         torch.testing.assert_close(g.logprobs, logp, atol=1e-5, rtol=1e-5)
         assert (g.logprobs - b.logprobs).abs().max() > 1e-3     # the adapter was active
+
+
+# ------------------------------------------------------------------------------------------------
+# The two-pass GPU path (fci_triton.py): flash attention + a Triton pass for Eq. 4
+# ------------------------------------------------------------------------------------------------
+
+def two_pass_differences(device: str) -> dict[str, float]:
+    """Largest differences of kernel="triton" against the naive reference and the torch path."""
+    model = tiny_qwen2().to(device)
+    prompts, responses, steps, think_end = random_batch()
+    kw = dict(delta=2, batch_size=3, return_step_attention=True)        # one left-padded batch of 3
+    got = score_responses(model, prompts, responses, steps, think_end, kernel="triton", **kw)
+    torch_path = score_responses(model, prompts, responses, steps, think_end, kernel="torch", query_chunk=7, **kw)
+    ref = naive_fci(model, prompts, responses, steps, think_end, delta=2, return_step_attention=True)
+    return dict(
+        fci=max((g.fci - y).abs().max().item() for g, (y, _) in zip(got, ref)),
+        step_attention=max((g.step_attention - a).abs().max().item() for g, (_, a) in zip(got, ref)),
+        logprobs=max((g.logprobs - t.logprobs).abs().max().item() for g, t in zip(got, torch_path)),
+        fci_max=max(y.abs().max().item() for y, _ in ref))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_two_pass_fci_equals_naive_in_the_triton_interpreter():
+    # TRITON_INTERPRET must be set before triton compiles the kernel, so a fresh process runs it (CPU, fp32)
+    script = ("import json, sys; sys.path.insert(0, 'tests'); from test_fci import two_pass_differences; "
+              "print(json.dumps(two_pass_differences('cpu')))")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": REPO})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    diff = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert diff["fci_max"] > 0.01                      # the check compares real, non-zero FCI values
+    assert diff["fci"] <= 1e-5 and diff["step_attention"] <= 1e-5 and diff["logprobs"] <= 1e-5, diff
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_two_pass_fci_equals_naive_on_cuda():
+    diff = two_pass_differences("cuda")
+    assert diff["fci"] <= 1e-5 and diff["step_attention"] <= 1e-5 and diff["logprobs"] <= 1e-5, diff
+
+
+def test_fci_kernel_choice():
+    fp32_cpu = torch.zeros(1, 4, 8, 32)
+    assert two_pass_kernel("auto", fp32_cpu) is None           # auto: only bf16/fp16 on CUDA
+    assert two_pass_kernel("auto", fp32_cpu.bfloat16()) is None
+    assert two_pass_kernel("torch", fp32_cpu) is None
+    with pytest.raises(ValueError, match="triton"):
+        two_pass_kernel("triton", torch.zeros(1, 4, 8, 24))    # head size 24: not a power of two (or no triton)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        make_fci_context(left_pad([[1, 2]]), [1], [[(0, 1)]], [-1], kernel="cuda")
