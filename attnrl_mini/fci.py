@@ -30,10 +30,15 @@ How it is computed here — exactly, in one forward, without any [H, T, T] tenso
     query heads over their shared key/value head) and an fp32 softmax over the complete row (so the
     probabilities are exact), then
       (a) returns P @ V as the layer's attention output (the real forward uses the same P), and
-      (b) accumulates W[:, block] · (P · Wᵀ) into an fp32 [H, S+1, S+1] step matrix.
-    Peak extra memory is O(H · query_chunk · T) instead of O(H · T²).
+      (b) accumulates the query side of Eq. 4, WA[:, a] += W[a, block] · P, into an fp32 [H, S+1, T]
+          matrix; after the layer's last block, α = WA · Wᵀ [H, S+1, S+1].
+    Peak extra memory is O(H · query_chunk · T + H · S · T) instead of O(H · T²). The logits and
+    probabilities of a block live in two buffers reused by every block and layer.
   * After the last block of a layer, Eq. 5 and the masking turn the step matrix into y^{l,h}; a
     running maximum over heads and layers gives Eq. 6 (nothing is stacked).
+  * On a GPU (bf16/fp16, Triton installed) `fci_triton.py` computes the same α in two passes
+    without any block of probabilities: flash attention for the output and each query's
+    log-sum-exp, then a Triton kernel over the scores. `FCIContext.kernel` chooses.
   * The per-sequence step ranges travel to the attention function as a keyword argument
     (`fci_context=`) of the decoder's forward: transformers 5 threads unknown forward kwargs down to
     the attention function, so no global state and no patched transformers file is needed.
