@@ -8,8 +8,11 @@ token trie, laid out as one packed row:
     parent:         ...      ...     p-1     p-1  p-1          each token's previous token on its path
     position id:    0..      ..      p..     p..  p..          = depth in the trie (RoPE positions)
 
-Token q attends to token k iff k is on q's own path (an ancestor of q, or q itself): a 4-D "tree
-attention mask" passed to the model as is (transformers uses a ready 4-D mask unchanged). Every
+The row is in depth-first order (a node, then the whole subtree of its first child, then the
+next child's...), so the subtree of token k is the contiguous run k .. subtree_end[k]-1. Token q
+attends to token k iff k is on q's own path (an ancestor of q, or q itself), that is iff
+k <= q < subtree_end[k]: a 4-D "tree attention mask", built on the model's device from that one
+comparison and passed to the model as is (transformers uses a ready 4-D mask unchanged). Every
 packed token then has exactly the hidden state it has in each per-path row that contains it, so
 
     log π(y | path prefix) for response token j of path i  =  token_logp[index[i][j]]
@@ -41,6 +44,7 @@ class PackedTree:
     position_ids: list[int]     # [P] depth in the trie = position in every path holding the token
     index: list[list[int]]      # per path, the packed index of each of its response tokens
     prompt_len: int
+    subtree_end: list[int]      # [P] token k's subtree is k .. subtree_end[k]-1 (depth-first order)
 
     @property
     def n_path_tokens(self) -> int:
@@ -52,7 +56,8 @@ class PackedTree:
 
 
 def pack_paths(prompt_ids: list[int], responses: list[list[int]]) -> PackedTree:
-    """Insert each response into a trie rooted at the prompt; tokens seen on an earlier path are reused."""
+    """Insert each response into a trie rooted at the prompt (tokens seen on an earlier path are
+    reused), then lay the trie out in depth-first order, children in the order they were first seen."""
     if not prompt_ids:
         raise ValueError("pack_paths: empty prompt (the first response token needs a token to predict it from)")
     P0 = len(prompt_ids)
@@ -73,22 +78,40 @@ def pack_paths(prompt_ids: list[int], responses: list[list[int]]) -> PackedTree:
             ix.append(child)
             node = child
         index.append(ix)
-    return PackedTree(ids, parent, pos, index, P0)
+    return _depth_first(PackedTree(ids, parent, pos, index, P0, []))
 
 
-def tree_attention_mask(parent: list[int], length: int) -> torch.Tensor:
-    """allowed [length, length] bool: row q is True at q's ancestors and q (rows past len(parent): self only).
-
-    Built row by row from the parent's row: allowed[q] = allowed[parent[q]] ∪ {q}.
-    """
-    allowed = torch.zeros(length, length, dtype=torch.bool)
-    for q, p in enumerate(parent):
+def _depth_first(t: PackedTree) -> PackedTree:
+    """The same trie in depth-first order, with each token's subtree end."""
+    children: list[list[int]] = [[] for _ in t.input_ids]
+    for k, p in enumerate(t.parent):
         if p >= 0:
-            allowed[q] = allowed[p]
-        allowed[q, q] = True
-    for q in range(len(parent), length):   # padding: attends to itself only (no empty softmax row)
-        allowed[q, q] = True
-    return allowed
+            children[p].append(k)
+    order, stack = [], [0]
+    while stack:
+        k = stack.pop()
+        order.append(k)
+        stack.extend(reversed(children[k]))
+    new = {old: i for i, old in enumerate(order)}
+    size = [1] * len(order)
+    for k in reversed(order):                       # children come after their parent in `order`
+        size[k] += sum(size[c] for c in children[k])
+    return PackedTree(input_ids=[t.input_ids[k] for k in order],
+                      parent=[new[t.parent[k]] if t.parent[k] >= 0 else -1 for k in order],
+                      position_ids=[t.position_ids[k] for k in order],
+                      index=[[new[k] for k in ix] for ix in t.index], prompt_len=t.prompt_len,
+                      subtree_end=[new[k] + size[k] for k in order])
+
+
+def tree_attention_mask(subtree_end: torch.Tensor) -> torch.Tensor:
+    """allowed [B, 1, P, P] bool from subtree_end [B, P]: q may attend to k iff k <= q < subtree_end[k].
+
+    For a padding position k, subtree_end[k] = k + 1: it attends to itself only (no empty softmax row).
+    """
+    P = subtree_end.shape[-1]
+    q = torch.arange(P, device=subtree_end.device)[:, None]      # [P, 1]
+    k = torch.arange(P, device=subtree_end.device)[None, :]      # [1, P]
+    return ((k <= q) & (q < subtree_end[:, None, :]))[:, None]    # [B, 1, P, P]
 
 
 def packed_token_logprobs(model: nn.Module, trees: list[PackedTree], chunk: int = 1024) -> torch.Tensor:
@@ -105,16 +128,17 @@ def packed_token_logprobs(model: nn.Module, trees: list[PackedTree], chunk: int 
     B, P = len(trees), max(len(t.input_ids) for t in trees)
     ids = torch.zeros(B, P, dtype=torch.long)
     pos = torch.zeros(B, P, dtype=torch.long)
-    allowed = torch.zeros(B, 1, P, P, dtype=torch.bool)
+    end = torch.arange(1, P + 1).repeat(B, 1)          # [B, P]; padding: k + 1 (itself only)
     for b, t in enumerate(trees):
         n = len(t.input_ids)
         ids[b, :n] = torch.tensor(t.input_ids)
         pos[b, :n] = torch.tensor(t.position_ids)
-        allowed[b, 0] = tree_attention_mask(t.parent, P)
+        end[b, :n] = torch.tensor(t.subtree_end)
+    allowed = tree_attention_mask(end.to(device))                                     # [B, 1, P, P]
     # additive float mask (0 = attend, dtype-min = blocked): read the same way by sdpa and eager
-    mask = torch.zeros(B, 1, P, P, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    mask = torch.zeros((), dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
     decoder, head = decoder_and_head(model)
-    hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device),
+    hidden = decoder(input_ids=ids.to(device), attention_mask=mask,
                      position_ids=pos.to(device)).last_hidden_state                   # [B, P, D]
     # response token q is predicted from its parent's hidden state
     rows, cols, pars = [], [], []
@@ -160,10 +184,18 @@ def pack_groups(prompts: list[list[int]], responses: list[list[int]], max_tokens
     out = []
     for prompt, members in groups.items():
         cur: list[int] = []
+        trie: dict[tuple[int, int], int] = {}    # (parent node, token) -> node, response tokens only
         for i in members:
-            if cur and len(pack_paths(list(prompt), [responses[j] for j in cur + [i]]).input_ids) > max_tokens:
+            node, matched = -1, 0                 # how much of response i is in the trie already?
+            for tok in responses[i]:
+                if (node, tok) not in trie:
+                    break
+                node, matched = trie[(node, tok)], matched + 1
+            if cur and len(prompt) + len(trie) + len(responses[i]) - matched > max_tokens:
                 out.append((pack_paths(list(prompt), [responses[j] for j in cur]), cur))
-                cur = []
+                cur, trie, node, matched = [], {}, -1, 0
+            for tok in responses[i][matched:]:
+                trie[(node, tok)] = node = len(trie)
             cur.append(i)
         out.append((pack_paths(list(prompt), [responses[j] for j in cur]), cur))
     return out

@@ -24,10 +24,44 @@ def test_pack_paths_by_hand():
     assert t.position_ids == [0, 1, 2, 3, 4, 4, 2]
     assert t.index == [[2, 3, 4], [2, 3, 5], [6]]
     assert (t.n_path_tokens, t.n_response_tokens) == (7, 5)
-    allowed = packing.tree_attention_mask(t.parent, 8)
+    assert t.subtree_end == [7, 7, 6, 6, 5, 6, 7]      # "1" (index 2) heads the run 2..5: 1 2 3 4
+    end = torch.tensor([t.subtree_end + [8]])           # one padding position (index 7)
+    allowed = packing.tree_attention_mask(end)[0, 0]
     assert allowed[5].nonzero().flatten().tolist() == [0, 1, 2, 3, 5]     # token 4 sees 5 6 1 2 and itself
     assert allowed[6].nonzero().flatten().tolist() == [0, 1, 6]           # token 7 sees only the prompt
     assert allowed[7].nonzero().flatten().tolist() == [7]                 # padding: itself only
+
+
+def ancestors_mask(parent: list[int]) -> torch.Tensor:
+    """The naive reference: allowed[q] = allowed[parent[q]] ∪ {q}, row by row."""
+    allowed = torch.zeros(len(parent), len(parent), dtype=torch.bool)
+    for q, p in enumerate(parent):
+        if p >= 0:
+            allowed[q] = allowed[p]
+        allowed[q, q] = True
+    return allowed
+
+
+def test_pack_paths_is_depth_first_when_a_later_path_forks_higher():
+    # the third path forks from the first below its fork with the second: inserted last, placed
+    # right after the first path's subtree so that every subtree stays one contiguous run
+    t = packing.pack_paths([9], [[1, 2, 3, 4], [1, 5, 6], [1, 2, 7]])
+    assert t.input_ids == [9, 1, 2, 3, 4, 7, 5, 6]
+    assert t.parent == [-1, 0, 1, 2, 3, 2, 1, 6]
+    assert t.index == [[1, 2, 3, 4], [1, 6, 7], [1, 2, 5]]
+    assert t.subtree_end == [8, 8, 6, 5, 5, 6, 8, 8]
+    assert torch.equal(packing.tree_attention_mask(torch.tensor([t.subtree_end]))[0, 0], ancestors_mask(t.parent))
+
+
+def test_tree_mask_equals_the_naive_ancestor_mask_on_random_tries():
+    rng = random.Random(0)
+    for _ in range(20):
+        responses = [[rng.randrange(3) for _ in range(rng.randrange(1, 8))] for _ in range(rng.randrange(1, 7))]
+        t = packing.pack_paths([0, 1], responses)
+        for path, ix in zip(responses, t.index):       # every path reads back from the packed row
+            assert [t.input_ids[i] for i in ix] == path
+            assert [t.position_ids[i] for i in ix] == list(range(2, 2 + len(path)))
+        assert torch.equal(packing.tree_attention_mask(torch.tensor([t.subtree_end]))[0, 0], ancestors_mask(t.parent))
 
 
 def test_pack_groups_splits_by_prompt_and_size():
