@@ -1,7 +1,7 @@
 """Does the prefix-shared update train like the per-path one? Held-out curves over seeds (issue #16).
 
-Runs `python train.py --threads 1 --update-packing MODE --seed S --out OUT/MODE_sS` (the toy preset,
-60 steps) for every mode and seed, `--parallel` at a time, then reads each run's metrics.jsonl:
+Runs `python train.py --threads 1 --update-packing MODE --seed S --steps 60 --out OUT/MODE_sS` (the
+toy preset) for every mode and seed, `--parallel` at a time, then reads each run's metrics.jsonl:
 held-out accuracy at every evaluation, the training phase's seconds (sum of `seconds_train`), and
 the trained vs computed response tokens. Runs already finished in OUT are read, not redone.
 
@@ -29,9 +29,9 @@ def run_dir(out: str, mode: str, seed: int) -> str:
     return os.path.join(out, f"{mode}_s{seed}")
 
 
-def finished(path: str) -> bool:
+def finished(path: str, steps: int) -> bool:
     try:
-        return any(r.get("step") == 60 and "eval_accuracy" in r for r in read_metrics(path))
+        return any(r.get("step") == steps and "eval_accuracy" in r for r in read_metrics(path))
     except FileNotFoundError:
         return False
 
@@ -41,15 +41,15 @@ def read_metrics(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def train_all(out: str, modes: list[str], seeds: list[int], parallel: int) -> None:
-    todo = [(m, s) for s in seeds for m in modes if not finished(run_dir(out, m, s))]
+def train_all(out: str, modes: list[str], seeds: list[int], parallel: int, steps: int) -> None:
+    todo = [(m, s) for s in seeds for m in modes if not finished(run_dir(out, m, s), steps)]
     running: list[subprocess.Popen] = []
     for mode, seed in todo:
         if len(running) >= parallel:
             running.pop(0).wait()
         path = run_dir(out, mode, seed)
         cmd = [sys.executable, os.path.join(REPO, "train.py"), "--threads", "1", "--update-packing", mode,
-               "--seed", str(seed), "--out", path]
+               "--seed", str(seed), "--steps", str(steps), "--out", path]
         print("running:", " ".join(cmd[1:]), flush=True)
         os.makedirs(out, exist_ok=True)
         running.append(subprocess.Popen(cmd, stdout=open(path + ".log", "w"), stderr=subprocess.STDOUT))
@@ -112,13 +112,14 @@ def main(argv=None) -> None:
     ap.add_argument("--modes", default="per_path,shared,shared_trees", help="the first one is the reference")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--parallel", type=int, default=2, help="trainings at a time (one thread each)")
+    ap.add_argument("--steps", type=int, default=60, help="training steps (the toy preset's)")
     ap.add_argument("--eval-problems", type=int, default=500, help="held-out problems per evaluation (the preset's)")
     ap.add_argument("--table-only", action="store_true", help="only read the finished runs in --out")
     ap.add_argument("--markdown", default="", help="also write the tables here")
     args = ap.parse_args(argv)
     modes, seeds = args.modes.split(","), [int(s) for s in args.seeds.split(",")]
     if not args.table_only:
-        train_all(args.out, modes, seeds, args.parallel)
+        train_all(args.out, modes, seeds, args.parallel, args.steps)
     text = table(args.out, modes, seeds, args.eval_problems)
     print(text)
     if args.markdown:
