@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -303,6 +304,17 @@ def fci_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
     # END SOLUTION C10
 
 
+@functools.cache
+def _import_fci_triton():
+    """(the fci_triton module, None), or (None, the ImportError's text): tried once per process, since
+    two_pass_kernel runs for every layer of every forward and a failed import is not cached by Python."""
+    try:
+        from attnrl_mini import fci_triton
+    except ImportError as e:
+        return None, str(e)
+    return fci_triton, None
+
+
 def two_pass_kernel(kernel: str, query: torch.Tensor):
     """The fci_triton module when the two-pass path should run this layer, else None.
 
@@ -311,11 +323,10 @@ def two_pass_kernel(kernel: str, query: torch.Tensor):
     """
     if kernel == "torch" or (kernel == "auto" and not (query.is_cuda and query.dtype in (torch.bfloat16, torch.float16))):
         return None
-    try:
-        from attnrl_mini import fci_triton
-    except ImportError as e:
+    fci_triton, missing = _import_fci_triton()
+    if fci_triton is None:
         if kernel == "triton":
-            raise ValueError(f"fci_kernel 'triton' needs the triton package ({e}); use 'torch' or 'auto'") from e
+            raise ValueError(f"fci_kernel 'triton' needs the triton package ({missing}); use 'torch' or 'auto'")
         return None
     if not fci_triton.supports(query):
         if kernel == "triton":
