@@ -81,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def resolve_adapter(path: str) -> str:
     """The adapter directory for --adapter: itself, a checkpoint's adapter/, or a run's newest finished
     checkpoint's (checked against its checksums)."""
-    from attnrl_mini.checkpoint import resolve_adapter as resolve
+    from attnrl_mini.run.checkpoint import resolve_adapter as resolve
     return resolve(path, flag="--adapter")
 
 
@@ -95,7 +95,7 @@ def toy_world_of(model_arg: str, model_dir: str) -> str | None:
 
 def default_max_new_tokens(model_dir: str, is_toy: bool) -> int:
     """The paper's 32,768, capped by the model's context window minus 1,024 prompt tokens."""
-    from attnrl_mini.config import PRESETS
+    from attnrl_mini.run.config import PRESETS
 
     if is_toy:
         return PRESETS["toy"]["max_response_tokens"]
@@ -109,7 +109,7 @@ def default_max_new_tokens(model_dir: str, is_toy: bool) -> int:
 
 
 def load_benchmark_problems(name: str, limit: int | None):
-    from attnrl_mini import data
+    from attnrl_mini.worlds import data
 
     from attnrl_mini.worlds import WORLD_NAMES, get_world
     if name in WORLD_NAMES:
@@ -122,14 +122,14 @@ def load_benchmark_problems(name: str, limit: int | None):
 
 
 def default_k(name: str) -> int:
-    from attnrl_mini.data import DEFAULT_K
+    from attnrl_mini.worlds.data import DEFAULT_K
     return DEFAULT_K.get(name, 1)     # the toy worlds: 1
 
 
 def build_generator(args, model_dir: str, tokenizer, adapter_dir: str | None, device, dtype: str,
                     max_model_len: int, log=print):
     """The sampler: vLLM (the base model in the sidecar, the adapter hot-loaded) or in-process HF."""
-    from attnrl_mini import policy
+    from attnrl_mini.models import policy
     from attnrl_mini.generation import make_generator, vllm_available
 
     lora_rank = 16
@@ -194,9 +194,11 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from tqdm import tqdm
 
-    from attnrl_mini import data, policy
-    from attnrl_mini.evaluate import evaluate_problems, record_to_json
-    from attnrl_mini.reward import Grader
+    from attnrl_mini.worlds import data
+
+    from attnrl_mini.models import policy
+    from attnrl_mini.tools.evaluate import evaluate_problems, record_to_json
+    from attnrl_mini.worlds.reward import Grader
 
     log = tqdm.write
     model_dir = policy.resolve_model(args.model)   # fails within seconds with what to pass instead
@@ -276,9 +278,9 @@ def main(argv=None) -> dict:
 
 def _user_error(e: BaseException) -> bool:
     """Errors whose message says what to fix (flag, file): printed on one line without a traceback."""
-    from attnrl_mini.checkpoint import CheckpointError
-    from attnrl_mini.data import DataError
-    from attnrl_mini.policy import DeviceError, ModelNotFoundError
+    from attnrl_mini.run.checkpoint import CheckpointError
+    from attnrl_mini.worlds.data import DataError
+    from attnrl_mini.models.policy import DeviceError, ModelNotFoundError
     return isinstance(e, (CheckpointError, DataError, DeviceError, ModelNotFoundError, FileNotFoundError))
 
 

@@ -7,7 +7,7 @@
     python train.py --out runs/toy --resume --steps 90   # extend a finished run
 
 Precedence: the paper's defaults (config.py) < the preset < the --algo switches < explicit flags.
-Every field of attnrl_mini.config.Config is a flag (--lora-rank 32, --one-step-stale false, ...).
+Every field of attnrl_mini.run.config.Config is a flag (--lora-rank 32, --one-step-stale false, ...).
 With --resume the run's own config.json replaces all of that, and explicit flags may change only
 how long it runs, how often it evaluates and saves, the learning rate and speed/memory knobs.
 """
@@ -19,7 +19,7 @@ import errno
 import sys
 import warnings
 
-from attnrl_mini.config import (MAY_CHANGE_ON_RESUME, MODEL_ALIASES, PRESETS, Config, algo_overrides, make_config,
+from attnrl_mini.run.config import (MAY_CHANGE_ON_RESUME, MODEL_ALIASES, PRESETS, Config, algo_overrides, make_config,
                                 validate)
 from attnrl_mini.worlds import WORLD_NAMES
 
@@ -92,22 +92,22 @@ def main(argv=None) -> None:
     try:
         cfg, resume, debug, explicit = _parse(argv)
         validate(cfg)   # every value, before any work or any file is written
-        from attnrl_mini.tracking import parse_report_to
+        from attnrl_mini.run.tracking import parse_report_to
         parse_report_to(cfg.report_to)   # a missing tracker package: before the run directory exists
-        from attnrl_mini import run_dir
+        from attnrl_mini.run import run_dir
         lock = run_dir.RunLock(cfg.out, warn=lambda m: print(m, file=sys.stderr))
         if resume and run_dir.has_config(cfg.out):
             cfg = run_dir.resume_config(cfg.out, explicit)
             validate(cfg)
-        from attnrl_mini import data
+        from attnrl_mini.worlds import data
         with warnings.catch_warnings():   # the trainer reads the files again and warns then
             warnings.simplefilter("ignore")
             for path in {cfg.train_data, cfg.eval_data} - {"", *WORLD_NAMES}:
                 data.load_problems(path)  # a bad row fails now, not after the model is loaded
-        from attnrl_mini.policy import resolve_model
+        from attnrl_mini.models.policy import resolve_model
         resolve_model(cfg.model)  # before the heavy imports, so a missing model fails within seconds
         if resume:
-            from attnrl_mini.checkpoint import check_any_verifies
+            from attnrl_mini.run.checkpoint import check_any_verifies
             check_any_verifies(cfg.out)  # all checkpoints damaged: say so now, not after loading the model
         from attnrl_mini.trainer import train
         history = train(cfg, resume=resume)
@@ -128,9 +128,9 @@ def main(argv=None) -> None:
 
 
 # Errors whose message already says what to fix (flag, file, line): printed as one line, no traceback.
-USER_ERRORS = [("attnrl_mini.config", "ConfigError"), ("attnrl_mini.data", "DataError"),
-               ("attnrl_mini.checkpoint", "CheckpointError"), ("attnrl_mini.policy", "ModelNotFoundError"),
-               ("attnrl_mini.policy", "AdapterError"), ("attnrl_mini.policy", "DeviceError"), ("attnrl_mini.tracking", "TrackerError")]
+USER_ERRORS = [("attnrl_mini.run.config", "ConfigError"), ("attnrl_mini.worlds.data", "DataError"),
+               ("attnrl_mini.run.checkpoint", "CheckpointError"), ("attnrl_mini.models.policy", "ModelNotFoundError"),
+               ("attnrl_mini.models.policy", "AdapterError"), ("attnrl_mini.models.policy", "DeviceError"), ("attnrl_mini.run.tracking", "TrackerError")]
 
 
 def _is_user_error(e: Exception) -> bool:

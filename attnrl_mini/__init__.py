@@ -1,0 +1,12 @@
+"""attnrl-mini: AttnRL (arXiv 2509.26628) on one GPU, readable next to the paper.
+
+    algorithm/   the paper's pieces, in reading order (steps, FCI, branching, trees, adaptive sampling,
+                 loss); depends on torch and transformers only, never on the rest of this package
+    trainer.py   the one-step-stale loop (§3.3) that puts them together, like the paper's algorithm box
+    worlds/      what is trained on: the built-in toy worlds, the math data, its prompt template and grader
+    models/      loading the policy (LoRA, 4-bit) and the Qwen2.5 tokenizer rebuilt offline
+    generation/  sampling: the in-process HF backend and the vLLM sidecar
+    run/         the run machinery: config and presets, run directory, checkpoints, metrics log, trackers
+    tools/       what people run besides training: evaluate, inspect, tree pictures, disruption, export
+    assignment/  the course assignment built from this code
+"""

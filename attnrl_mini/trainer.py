@@ -27,15 +27,15 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
-from attnrl_mini import adaptive, branching, packing, tree
-from attnrl_mini.config import Config
-from attnrl_mini.data import Problem
-from attnrl_mini.fci import score_responses
+from attnrl_mini.algorithm import adaptive, branching, packing, tree
+from attnrl_mini.run.config import Config
+from attnrl_mini.worlds.problem import Problem
+from attnrl_mini.algorithm.fci import score_responses
 from attnrl_mini.generation import GenRequest, logprob_mismatch
-from attnrl_mini.loss import ppo_loss
-from attnrl_mini.policy import response_logprobs
-from attnrl_mini.steps import segment_steps
-from attnrl_mini.tree import Continuation, Rollout
+from attnrl_mini.algorithm.loss import ppo_loss
+from attnrl_mini.algorithm.logprobs import response_logprobs
+from attnrl_mini.algorithm.steps import segment_steps
+from attnrl_mini.algorithm.tree import Continuation, Rollout
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ class Trainer:
         self._last_dumps: list[dict] = []
 
     def _separator_vocab(self):
-        from attnrl_mini.steps import newline_token_ids, separator_token_ids, think_end_token_id
+        from attnrl_mini.algorithm.steps import newline_token_ids, separator_token_ids, think_end_token_id
         return separator_token_ids(self.tok), newline_token_ids(self.tok), think_end_token_id(self.tok)
 
     # ---- phase helpers -----------------------------------------------------------------------
@@ -583,11 +583,14 @@ def _prompt_valid_ratio(batch: Batch) -> float:
 # A whole run: build the parts, then the loop (what `python train.py` calls)
 # --------------------------------------------------------------------------------------------
 def train(cfg: Config, resume: bool = False) -> list[dict]:
-    from attnrl_mini import checkpoint, data, evaluate, policy, run_dir
+    from attnrl_mini.run import checkpoint, run_dir
+    from attnrl_mini.worlds import data
+    from attnrl_mini.tools import evaluate
+    from attnrl_mini.models import policy
     from attnrl_mini.generation import make_generator
-    from attnrl_mini.reward import Grader
-    from attnrl_mini.runlog import RunLog
-    from attnrl_mini.tracking import Trackers, parse_report_to
+    from attnrl_mini.worlds.reward import Grader
+    from attnrl_mini.run.runlog import RunLog
+    from attnrl_mini.run.tracking import Trackers, parse_report_to
 
     log = tqdm.write
     trackers = parse_report_to(cfg.report_to)             # a missing tracker package fails before any work

@@ -25,11 +25,11 @@ import torch
 
 from world_sample import ROOT, load, measure_worlds
 
-from attnrl_mini.config import algo_overrides, make_config
-from attnrl_mini.policy import add_lora
-from attnrl_mini.toy import toy_prompt_ids
+from attnrl_mini.run.config import algo_overrides, make_config
+from attnrl_mini.models.policy import add_lora
+from attnrl_mini.worlds.toy import toy_prompt_ids
 from attnrl_mini.trainer import Trainer
-from attnrl_mini.reward import Grader
+from attnrl_mini.worlds.reward import Grader
 from attnrl_mini.worlds import get_world
 
 ROWS = {

@@ -6,7 +6,7 @@
 From correct responses of a world's shipped model (temperature 1, training-split prompts): pick a
 step, keep the response up to the end of that step, and generate the rest again (`--regens` samples)
 while every new token's attention to the step's tokens is zeroed after the softmax, without
-renormalising (attnrl_mini/disruption.py, the release's `disrupted_token_ranges`). Grade.
+renormalising (attnrl_mini/tools/disruption.py, the release's `disrupted_token_ranges`). Grade.
 The same prefixes are also regenerated without disruption (the control), so
 
     normalised accuracy (group) = accuracy of the disrupted regenerations / accuracy of the controls
@@ -32,10 +32,10 @@ import torch
 
 from world_sample import ROOT, load, measure_worlds, sample_and_score, top_fraction
 
-from attnrl_mini.branching import fci_candidate_steps
-from attnrl_mini.disruption import disrupted
+from attnrl_mini.algorithm.branching import fci_candidate_steps
+from attnrl_mini.tools.disruption import disrupted
 from attnrl_mini.generation import GenRequest
-from attnrl_mini.reward import Grader
+from attnrl_mini.worlds.reward import Grader
 from attnrl_mini.worlds import get_world
 
 GROUPS = ("fci_top20", "fci_20_100", "entropy_top20")

@@ -64,7 +64,7 @@ def build_case(seq_len: int, device: str, dtype: str, shape: str = "small"):
 
 
 def run_method(method: str, model, prompt, response, steps, query_chunk: int):
-    from attnrl_mini.fci import naive_fci, score_responses
+    from attnrl_mini.algorithm.fci import naive_fci, score_responses
     if method == "plain":
         return score_responses(model, [prompt], [response])
     if method == "fci":
@@ -116,7 +116,7 @@ def memory_child(method: str, seq_len: int, args, queue) -> None:
 def timing_child(seq_len: int, args, queue) -> None:
     """Median time of each method, run round-robin (plain, fci, naive, plain, ...) so that a change
     in the machine's load during the run hits all three alike."""
-    from attnrl_mini.fci import eager_copy
+    from attnrl_mini.algorithm.fci import eager_copy
     torch, model, steps, cuda, run = _setup(seq_len, args)
     models = {"plain": model, "fci": model, "naive": eager_copy(model)}
     for method in METHODS:

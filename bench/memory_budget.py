@@ -9,7 +9,7 @@ trainer does (`policy.load_model`, bf16 or the 4-bit nf4 base), adds the LoRA ad
   fci_forward    no-grad forward over initial responses: old log-probs + entropies + FCI
                  (`fci.score_responses` with steps; trainer step 3)
   plain_forward  the same call without steps, i.e. without FCI: the denominator of the time ratio
-  ref_logprobs   reference log-probs, adapter disabled, no grad (`policy.response_logprobs`)
+  ref_logprobs   reference log-probs, adapter disabled, no grad (`logprobs.response_logprobs`)
   ppo_update     micro-batches of `micro_batch_tokens`: log-probs with grad, `loss.ppo_loss`,
                  backward; then grad clipping and an AdamW step (trainer step 4)
 
@@ -49,8 +49,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
-from attnrl_mini import policy  # noqa: E402
-from attnrl_mini.config import make_config  # noqa: E402
+from attnrl_mini.algorithm import logprobs  # noqa: E402
+from attnrl_mini.models import policy  # noqa: E402
+from attnrl_mini.run.config import make_config  # noqa: E402
 
 GIB = 1024 ** 3
 PHASES = ("fci_forward", "plain_forward", "ref_logprobs", "ppo_update")
@@ -251,7 +252,7 @@ def _summarise(samples: list[dict]) -> dict:
 
 
 def scoring_phase(model, work: Workload, knobs: Knobs, with_fci: bool):
-    from attnrl_mini.fci import score_responses
+    from attnrl_mini.algorithm.fci import score_responses
 
     def fn():
         model.eval()
@@ -272,14 +273,14 @@ def ref_phase(model, work: Workload, knobs: Knobs, rows: int):
         model.eval()
         for i in range(0, len(work.responses), rows):
             with torch.no_grad(), model.disable_adapter():
-                policy.response_logprobs(model, work.prompts[i:i + rows], work.responses[i:i + rows],
+                logprobs.response_logprobs(model, work.prompts[i:i + rows], work.responses[i:i + rows],
                                          pad_id=0, chunk=knobs.logprob_chunk_tokens)
     return fn
 
 
 def ppo_phase(model, optimizer, work: Workload, knobs: Knobs, rows: int, seed: int):
     """One optimiser step over `work`, micro-batched as trainer._update does (without the ref forward)."""
-    from attnrl_mini.loss import ppo_loss
+    from attnrl_mini.algorithm.loss import ppo_loss
     g = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     n_tokens = sum(len(r) for r in work.responses)
@@ -289,7 +290,7 @@ def ppo_phase(model, optimizer, work: Workload, knobs: Knobs, rows: int, seed: i
         optimizer.zero_grad(set_to_none=True)
         for i in range(0, len(work.responses), rows):
             prompts, responses = work.prompts[i:i + rows], work.responses[i:i + rows]
-            logp = policy.response_logprobs(model, prompts, responses, pad_id=0,
+            logp = logprobs.response_logprobs(model, prompts, responses, pad_id=0,
                                             chunk=knobs.logprob_chunk_tokens)                  # [B, R], grad
             shape, dev = logp.shape, logp.device
             old = logp.detach() + 0.05 * torch.randn(shape, generator=g).to(dev)              # ratios != 1
@@ -482,7 +483,7 @@ def main(argv=None) -> dict:
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     cfg = make_config(args.preset)
     device = policy.resolve_device(args.device)
-    from attnrl_mini.fci import score_responses
+    from attnrl_mini.algorithm.fci import score_responses
     default_score_batch = inspect.signature(score_responses).parameters["batch_size"].default
     knobs = Knobs(
         micro_batch_tokens=args.micro_batch_tokens or cfg.micro_batch_tokens,

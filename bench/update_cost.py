@@ -31,10 +31,10 @@ sys.path.insert(0, HERE)                    # memory_budget's PeakMemory and sha
 
 import torch  # noqa: E402
 
-from attnrl_mini import tree  # noqa: E402
-from attnrl_mini.config import make_config  # noqa: E402
-from attnrl_mini.policy import add_lora, load_model, load_tokenizer  # noqa: E402
-from attnrl_mini.toy import TOY_MODEL_DIR  # noqa: E402
+from attnrl_mini.algorithm import tree  # noqa: E402
+from attnrl_mini.run.config import make_config  # noqa: E402
+from attnrl_mini.models.policy import add_lora, load_model, load_tokenizer  # noqa: E402
+from attnrl_mini.worlds.toy import TOY_MODEL_DIR  # noqa: E402
 from attnrl_mini.trainer import Trainer  # noqa: E402
 from memory_budget import GIB, SHAPES, PeakMemory, save_random_model  # noqa: E402
 
@@ -60,7 +60,7 @@ MODES = ("per_path", "shared", "shared_trees")
 
 def make_paths(b: dict, vocab: int, seed: int) -> list[tree.TrainSequence]:
     """Root-to-leaf training paths of `prompts` random trees (tree.py, as in training)."""
-    from attnrl_mini.tree import Continuation, Rollout
+    from attnrl_mini.algorithm.tree import Continuation, Rollout
     rng = random.Random(seed)
     R, seqs = b["response_tokens"], []
 

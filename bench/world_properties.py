@@ -27,14 +27,14 @@ import torch
 
 from world_sample import ROOT, load, measure_worlds, sample_and_score, top_fraction
 
-from attnrl_mini.branching import fci_candidate_steps
-from attnrl_mini.reward import Grader
+from attnrl_mini.algorithm.branching import fci_candidate_steps
+from attnrl_mini.worlds.reward import Grader
 from attnrl_mini.worlds import get_world
 
 
 def decision_was_wrong(sample) -> bool:
     """toy-plan: did the decision step (step 2) fail to say "x is <the larger number>."?"""
-    from attnrl_mini.toy_plan.problems import DECISION_STEP, parse_problem
+    from attnrl_mini.worlds.toy_plan.problems import DECISION_STEP, parse_problem
     a, b, _ = parse_problem(sample.problem.problem)
     steps = sample.text.split("\n\n")
     m = re.search(r"x is (\d+)\.", steps[DECISION_STEP]) if len(steps) > DECISION_STEP else None

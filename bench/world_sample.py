@@ -15,15 +15,15 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from attnrl_mini.config import Config, make_config  # noqa: E402
-from attnrl_mini.data import Problem  # noqa: E402
-from attnrl_mini.fci import score_responses  # noqa: E402
+from attnrl_mini.run.config import Config, make_config  # noqa: E402
+from attnrl_mini.worlds.data import Problem  # noqa: E402
+from attnrl_mini.algorithm.fci import score_responses  # noqa: E402
 from attnrl_mini.generation import GenRequest  # noqa: E402
 from attnrl_mini.generation.hf import HFGenerator  # noqa: E402
-from attnrl_mini.policy import load_model, load_tokenizer  # noqa: E402
-from attnrl_mini.reward import Grader  # noqa: E402
-from attnrl_mini.steps import newline_token_ids, segment_steps, separator_token_ids  # noqa: E402
-from attnrl_mini.toy import toy_prompt_ids  # noqa: E402
+from attnrl_mini.models.policy import load_model, load_tokenizer  # noqa: E402
+from attnrl_mini.worlds.reward import Grader  # noqa: E402
+from attnrl_mini.algorithm.steps import newline_token_ids, segment_steps, separator_token_ids  # noqa: E402
+from attnrl_mini.worlds.toy import toy_prompt_ids  # noqa: E402
 from attnrl_mini.worlds import get_world  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def decision_positions(world_name: str, token_texts: list[str], steps: list[tupl
     toy-plan: the digits of the decision step (the chosen x, step 2).
     toy: the written result digits after "=" in each operation step (where its slips happen)."""
     if world_name == "toy-plan":
-        from attnrl_mini.toy_plan.problems import DECISION_STEP
+        from attnrl_mini.worlds.toy_plan.problems import DECISION_STEP
         if len(steps) <= DECISION_STEP:
             return set()
         s, e = steps[DECISION_STEP]

@@ -4,7 +4,7 @@
     python scripts/config_keys.py recipe/attnrl/config/attnrl_trainer.yaml \
         --script recipe/attnrl/run_attnrl_r1_distill_1.5b_8k.sh > tests/data/attnrl_recipe_config_keys.txt
 
-The lists are what `attnrl_mini/export.py`'s emitted keys are checked against (tests/test_export.py):
+The lists are what `attnrl_mini/tools/export.py`'s emitted keys are checked against (tests/test_export.py):
 a `+key` line is a key the recipe's launch script adds (Hydra's `+`), so it may only be emitted with `+`.
 """
 from __future__ import annotations

@@ -5,9 +5,9 @@ import random
 import pytest
 import torch
 
-from attnrl_mini.adaptive import (BatchSizeController, RunningMean, branch_count, choose_for_batch,
+from attnrl_mini.algorithm.adaptive import (BatchSizeController, RunningMean, branch_count, choose_for_batch,
                                   choose_responses_to_branch, drop_zero_advantage_prompts, prompt_mean_fci)
-from attnrl_mini.tree import TrainSequence
+from attnrl_mini.algorithm.tree import TrainSequence
 
 # ------------------------------------------------------------------------------- Eq. 9, the table of §e.1
 

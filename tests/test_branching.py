@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnrl_mini.branching import (entropy_branch_points, fci_branch_points, fci_candidate_steps,
+from attnrl_mini.algorithm.branching import (entropy_branch_points, fci_branch_points, fci_candidate_steps,
                                    first_step_branch_points, random_branch_points, select_branch_points)
 
 # Eight steps of 3 tokens: step k covers [3k, 3k+3).

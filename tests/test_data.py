@@ -11,8 +11,8 @@ import warnings
 
 import pytest
 
-from attnrl_mini import data
-from attnrl_mini.data import (BENCHMARKS, DEFAULT_K, Problem, encode_prompt, load_problems, math_prompt,
+from attnrl_mini.worlds import data
+from attnrl_mini.worlds.data import (BENCHMARKS, DEFAULT_K, Problem, encode_prompt, load_problems, math_prompt,
                               problem_from_verl_row)
 
 # ------------------------------------------------------------------------------------------------
@@ -201,10 +201,10 @@ def test_encode_prompt_without_chat_template_uses_raw_text_and_warns_once(monkey
 
 
 def test_encode_prompt_sends_toy_problems_to_the_toy_template():
-    toy = pytest.importorskip("attnrl_mini.toy", reason="the toy world (attnrl_mini.toy) is not written yet")
+    toy = pytest.importorskip("attnrl_mini.worlds.toy", reason="the toy world (attnrl_mini.worlds.toy) is not written yet")
     if not (hasattr(toy, "toy_prompt_ids") and hasattr(toy, "test_problems")):
-        pytest.skip("attnrl_mini.toy does not export toy_prompt_ids / test_problems yet")
-    from attnrl_mini.toy.tokenizer import build_tokenizer
+        pytest.skip("attnrl_mini.worlds.toy does not export toy_prompt_ids / test_problems yet")
+    from attnrl_mini.worlds.toy.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer()
     problem = toy.test_problems(1)[0]

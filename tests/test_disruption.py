@@ -1,16 +1,16 @@
-"""The disruption hook (attnrl_mini/disruption.py): plain attention when nothing is disrupted, and
+"""The disruption hook (attnrl_mini/tools/disruption.py): plain attention when nothing is disrupted, and
 exactly the chosen keys removed (without renormalising) when something is."""
 import torch
 
-from attnrl_mini import disruption
-from attnrl_mini.disruption import disrupted, disrupted_attention
+from attnrl_mini.tools import disruption
+from attnrl_mini.tools.disruption import disrupted, disrupted_attention
 from attnrl_mini.generation import GenRequest
 from attnrl_mini.generation.hf import HFGenerator
-from attnrl_mini.policy import load_model, load_tokenizer
+from attnrl_mini.models.policy import load_model, load_tokenizer
 import pytest
 
-from attnrl_mini.toy import TOY_MODEL_DIR, toy_prompt_ids
-from attnrl_mini.toy import problems as toy_problems
+from attnrl_mini.worlds.toy import TOY_MODEL_DIR, toy_prompt_ids
+from attnrl_mini.worlds.toy import problems as toy_problems
 
 
 def test_hand_checked_case():

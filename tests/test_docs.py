@@ -164,7 +164,7 @@ def test_a_reference_outside_the_repository_is_caught(text):
     assert bad_paths(text, HERE)
 
 
-@pytest.mark.parametrize("text", ["docs/algorithm.md", "attnrl_mini/toy/problems.py", "`docs/results/compare/`",
+@pytest.mark.parametrize("text", ["docs/algorithm.md", "attnrl_mini/worlds/toy/problems.py", "`docs/results/compare/`",
                                   "the release's data/train/deepscaler_train.parquet", "README.md",
                                   "python bench/fci_cost.py --out docs/fci_cost.md", "writes table.md"])
 def test_a_reference_inside_the_repository_passes(text):
@@ -202,7 +202,7 @@ def test_unknown_test_id_is_caught():
 
 def test_scan_covers_code_tests_and_docs():
     names = {p.relative_to(ROOT).as_posix() for p in text_files()}
-    assert {"README.md", "docs/walkthrough.md", "attnrl_mini/fci.py", "tests/test_tree.py", "eval.py"} <= names
+    assert {"README.md", "docs/walkthrough.md", "attnrl_mini/algorithm/fci.py", "tests/test_tree.py", "eval.py"} <= names
 
 
 def test_every_file_and_section_reference_resolves():

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from attnrl_mini.data import Problem
-from attnrl_mini.evaluate import EvalResult, avg_and_pass_at_k, evaluate_problems
+from attnrl_mini.worlds.data import Problem
+from attnrl_mini.tools.evaluate import EvalResult, avg_and_pass_at_k, evaluate_problems
 from attnrl_mini.generation import Completion
-from attnrl_mini.reward import Grader
+from attnrl_mini.worlds.reward import Grader
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -215,7 +215,7 @@ def test_eval_cli_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
 
 
 def test_eval_cli_refuses_math_benchmarks_for_the_toy_model(monkeypatch):
-    import attnrl_mini.policy as policy
+    import attnrl_mini.models.policy as policy
     monkeypatch.setattr(policy, "resolve_model", lambda name: "/nonexistent/toy")
     with pytest.raises(SystemExit, match="the toy model only knows the toy world"):
         eval_cli.main(["--model", "toy", "--benchmarks", "math500"])

@@ -10,8 +10,12 @@ import re
 import pytest
 import torch
 
-from attnrl_mini import data, export, policy
-from attnrl_mini.config import Config, make_config
+from attnrl_mini.worlds import data
+
+from attnrl_mini.tools import export
+
+from attnrl_mini.models import policy
+from attnrl_mini.run.config import Config, make_config
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 PROBLEMS = [
@@ -58,7 +62,7 @@ def test_parquet_round_trips_through_our_loader(exported):
     assert got == [data.Problem("mine-0", want[0].problem, ["2"], "mine"),
                    data.Problem("mine-q7", want[1].problem, want[1].answer, "mine")]
     assert data.load_problems(out / "data" / "val.parquet") == got
-    from attnrl_mini import toy   # toy rows carry the bare problem (the toy template has no instruction)
+    from attnrl_mini.worlds import toy   # toy rows carry the bare problem (the toy template has no instruction)
     toys = toy.test_problems(3)
     rows = [export.verl_row(p, "test") for p in toys]
     back = [data.problem_from_verl_row(r, f"row {i}", f"x-{i}") for i, r in enumerate(rows)]

@@ -19,9 +19,10 @@ import pytest
 import torch
 
 import train as train_cli
-from attnrl_mini import checkpoint, data, run_dir
-from attnrl_mini.checkpoint import CheckpointError
-from attnrl_mini.config import Config, ConfigError, make_config, validate
+from attnrl_mini.run import checkpoint, run_dir
+from attnrl_mini.worlds import data
+from attnrl_mini.run.checkpoint import CheckpointError
+from attnrl_mini.run.config import Config, ConfigError, make_config, validate
 from attnrl_mini.trainer import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,8 +46,8 @@ def deterministic(out) -> list[dict]:
 def fast_setup():
     """200 toy training problems instead of 20,000 (making and tokenizing those dominates a tiny run)
     and no PNG curves: neither is what these tests check."""
-    from attnrl_mini import toy
-    from attnrl_mini.runlog import RunLog
+    from attnrl_mini.worlds import toy
+    from attnrl_mini.run.runlog import RunLog
     real = toy.train_problems
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(toy, "train_problems", lambda n, seed: real(200, seed))
@@ -153,7 +154,7 @@ def test_a_broken_line_inside_a_log_is_an_error_naming_file_and_line(finished, t
     out = copy_run(finished, tmp_path)
     lines = (out / "metrics.jsonl").read_text().splitlines(keepends=True)
     (out / "metrics.jsonl").write_text(lines[0] + "garbage\n" + "".join(lines[1:]))
-    from attnrl_mini.runlog import RunLog
+    from attnrl_mini.run.runlog import RunLog
     with pytest.raises(ValueError, match=r"metrics.jsonl: line 2 is not a step record"):
         RunLog(str(out)).truncate_after(3)
 
@@ -261,7 +262,7 @@ def test_a_missing_gpu_is_a_one_line_error(tmp_path):
 
 
 def test_validate_accepts_every_preset():
-    from attnrl_mini.config import PRESETS
+    from attnrl_mini.run.config import PRESETS
     for preset in PRESETS:
         validate(make_config(preset, train_data=PRESETS[preset].get("train_data", "toy")
                              if preset.startswith("toy") else "toy"))

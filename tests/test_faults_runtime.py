@@ -20,7 +20,8 @@ import time
 import pytest
 import torch
 
-from attnrl_mini import policy
+from attnrl_mini.algorithm import logprobs
+from attnrl_mini.models import policy
 from attnrl_mini.generation import GenRequest, vllm_available
 from attnrl_mini.generation.vllm_sidecar import SidecarError, VLLMSidecar
 
@@ -50,7 +51,7 @@ def _lora_grads(model, tok) -> dict[str, torch.Tensor]:
     """One update's gradients: train mode, grad on, the trainer's log-prob function."""
     model.train()
     prompts, responses = _toy_batch(tok)
-    policy.response_logprobs(model, prompts, responses, tok.pad_token_id).sum().backward()
+    logprobs.response_logprobs(model, prompts, responses, tok.pad_token_id).sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad(set_to_none=True)
     return grads
@@ -78,7 +79,7 @@ def test_4bit_lora_update_after_an_eval_pass_matches_one_without():
     model.eval()
     prompts, responses = _toy_batch(tok)
     with torch.no_grad():
-        policy.response_logprobs(model, prompts, responses, tok.pad_token_id)
+        logprobs.response_logprobs(model, prompts, responses, tok.pad_token_id)
     assert _packed_layers(model) == 0
     grads = _lora_grads(model, tok)
     assert grads.keys() == reference.keys()
@@ -101,10 +102,10 @@ def test_packed_format_path_and_why_training_avoids_it(cpu):
     model = policy.load_model(TOY, load_in_4bit=True)
     with torch.no_grad():
         model.train()                                      # (from_pretrained returns eval mode)
-        unpacked = policy.response_logprobs(model, prompts, responses, tok.pad_token_id)   # train mode: no packing
+        unpacked = logprobs.response_logprobs(model, prompts, responses, tok.pad_token_id)   # train mode: no packing
         assert _packed_layers(model) == 0
         model.eval()
-        packed = policy.response_logprobs(model, prompts, responses, tok.pad_token_id)
+        packed = logprobs.response_logprobs(model, prompts, responses, tok.pad_token_id)
     n_packed = _packed_layers(model)
     print(f"\n{n_packed} layers packed; packed vs standard log-probs differ by up to "
           f"{(packed - unpacked).abs().max().item():.4f}")
@@ -117,7 +118,7 @@ def test_packed_format_path_and_why_training_avoids_it(cpu):
     lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]))
     lora.train()
     with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
-        policy.response_logprobs(lora, prompts, responses, tok.pad_token_id).sum().backward()
+        logprobs.response_logprobs(lora, prompts, responses, tok.pad_token_id).sum().backward()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from attnrl_mini.fci import (FCI_ATTENTION, left_pad, make_fci_context, naive_fci, score_responses,
+from attnrl_mini.algorithm.fci import (FCI_ATTENTION, left_pad, make_fci_context, naive_fci, score_responses,
                              step_attention_to_fci, step_ranges, step_weight_matrix, two_pass_kernel, use_attention)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

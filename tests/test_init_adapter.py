@@ -9,8 +9,10 @@ import sys
 import pytest
 import torch
 
-from attnrl_mini import evaluate, policy
-from attnrl_mini.config import make_config
+from attnrl_mini.tools import evaluate
+
+from attnrl_mini.models import policy
+from attnrl_mini.run.config import make_config
 from attnrl_mini.trainer import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +69,7 @@ def test_step0_accuracy_equals_eval_py_on_the_same_problems_and_seed(tmp_path, m
     base = policy.load_model(policy.resolve_model("toy")).eval()
     tok = policy.load_tokenizer(policy.resolve_model("toy"))
     from attnrl_mini.generation import make_generator
-    from attnrl_mini.toy import test_problems
+    from attnrl_mini.worlds.toy import test_problems
     base_res = evaluate.evaluate_problems(make_generator("hf", tokenizer=tok, model_dir="", model=base), tok,
                                           test_problems(N_EVAL), max_new_tokens=96, seed=12345)
     assert [r.text for r in base_res.records] != eval_texts

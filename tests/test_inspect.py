@@ -1,15 +1,15 @@
-"""`python -m attnrl_mini.inspect` on the shipped toy model: JSON contents, FCI, branch points, PNG."""
+"""`python -m attnrl_mini.tools.inspect` on the shipped toy model: JSON contents, FCI, branch points, PNG."""
 import json
 
 import torch
 
-from attnrl_mini.branching import fci_branch_points
-from attnrl_mini.config import make_config
-from attnrl_mini.fci import naive_fci
-from attnrl_mini.inspect import main
-from attnrl_mini.policy import load_model, load_tokenizer
-from attnrl_mini.toy import TOY_MODEL_DIR, gold_solution, toy_prompt_ids
-from attnrl_mini.toy import test_problems as held_out_problems
+from attnrl_mini.algorithm.branching import fci_branch_points
+from attnrl_mini.run.config import make_config
+from attnrl_mini.algorithm.fci import naive_fci
+from attnrl_mini.tools.inspect import main
+from attnrl_mini.models.policy import load_model, load_tokenizer
+from attnrl_mini.worlds.toy import TOY_MODEL_DIR, gold_solution, toy_prompt_ids
+from attnrl_mini.worlds.toy import test_problems as held_out_problems
 
 
 def test_inspect_writes_steps_fci_and_branch_points(tmp_path):

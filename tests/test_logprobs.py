@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from attnrl_mini.logprobs import token_logprobs_from_hidden
+from attnrl_mini.algorithm.logprobs import token_logprobs_from_hidden
 
 
 def test_two_token_vocab_by_hand():

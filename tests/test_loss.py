@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from attnrl_mini.loss import ppo_loss
+from attnrl_mini.algorithm.loss import ppo_loss
 
 LN2 = math.log(2)
 

@@ -7,13 +7,14 @@ import random
 import pytest
 import torch
 
-from attnrl_mini import packing, tree
-from attnrl_mini.config import make_config
-from attnrl_mini.loss import ppo_loss
-from attnrl_mini.policy import add_lora, load_model, load_tokenizer, response_logprobs
-from attnrl_mini.toy import TOY_MODEL_DIR
+from attnrl_mini.algorithm import packing, tree
+from attnrl_mini.run.config import make_config
+from attnrl_mini.algorithm.loss import ppo_loss
+from attnrl_mini.algorithm.logprobs import response_logprobs
+from attnrl_mini.models.policy import add_lora, load_model, load_tokenizer
+from attnrl_mini.worlds.toy import TOY_MODEL_DIR
 from attnrl_mini.trainer import Trainer
-from attnrl_mini.tree import Continuation, Rollout
+from attnrl_mini.algorithm.tree import Continuation, Rollout
 
 
 def test_pack_paths_by_hand():

@@ -1,11 +1,11 @@
-"""policy.response_logprobs, where the PPO gradient flows: left padding, uneven lengths, full logits."""
+"""logprobs.response_logprobs, where the PPO gradient flows: left padding, uneven lengths, full logits."""
 import copy
 
 import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from attnrl_mini.policy import response_logprobs
+from attnrl_mini.algorithm.logprobs import response_logprobs
 
 PAD = 0
 

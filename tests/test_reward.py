@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from attnrl_mini.reward import (Grader, decide_without_math_verify, extract_boxed, gold_answers, is_correct,
+from attnrl_mini.worlds.reward import (Grader, decide_without_math_verify, extract_boxed, gold_answers, is_correct,
                                 last_boxed, math_verify_equal, normalize_answer)
 
 DATA = Path(__file__).resolve().parent.parent / "data"

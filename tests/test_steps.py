@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from attnrl_mini.steps import (newline_token_ids, segment_steps, separator_token_ids,
+from attnrl_mini.algorithm.steps import (newline_token_ids, segment_steps, separator_token_ids,
                                think_end_token_id)
 
 # A tiny vocabulary. id: text

@@ -7,11 +7,11 @@ import re
 import pytest
 import torch
 
-from attnrl_mini import toy
-from attnrl_mini.data import Problem
-from attnrl_mini.reward import is_correct
-from attnrl_mini.toy import problems as toy_problems
-from attnrl_mini.toy.tokenizer import WORDS, build_tokenizer
+from attnrl_mini.worlds import toy
+from attnrl_mini.worlds.data import Problem
+from attnrl_mini.worlds.reward import is_correct
+from attnrl_mini.worlds.toy import problems as toy_problems
+from attnrl_mini.worlds.toy.tokenizer import WORDS, build_tokenizer
 
 torch.set_num_threads(1)
 
@@ -113,7 +113,7 @@ def test_gold_solutions_graded_correct_by_the_reward():
 
 
 def test_slipped_training_solutions():
-    from attnrl_mini.toy.pretrain import slipped_solution
+    from attnrl_mini.worlds.toy.pretrain import slipped_solution
 
     rng = random.Random(0)
     problems = toy.train_problems(300, seed=5)
@@ -216,7 +216,7 @@ def test_shipped_model_solves_a_problem_greedily(model, tokenizer):
 
 
 def test_sampled_accuracy_counts_per_level():
-    from attnrl_mini.toy.pretrain import sampled_accuracy
+    from attnrl_mini.worlds.toy.pretrain import sampled_accuracy
 
     class Oracle(torch.nn.Module):
         """Stands in for a model: 'generates' the gold solution for every other problem."""

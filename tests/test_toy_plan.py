@@ -1,10 +1,10 @@
-"""The second toy world (attnrl_mini/toy_plan/): answers, gold solutions, split, rebuild."""
+"""The second toy world (attnrl_mini/worlds/toy_plan/): answers, gold solutions, split, rebuild."""
 import random
 
 import torch
 
-from attnrl_mini.reward import Grader
-from attnrl_mini.toy_plan import problems as plan
+from attnrl_mini.worlds.reward import Grader
+from attnrl_mini.worlds.toy_plan import problems as plan
 from attnrl_mini.worlds import get_world
 
 
@@ -74,9 +74,9 @@ def test_world_registry():
 
 
 def test_two_short_pretrain_runs_give_identical_weights():
-    from attnrl_mini.toy.pretrain import PretrainConfig, train
-    from attnrl_mini.toy_plan.pretrain import PLAN_LAYERS, plan_batch
-    from attnrl_mini.toy_plan.tokenizer import build_plan_tokenizer
+    from attnrl_mini.worlds.toy.pretrain import PretrainConfig, train
+    from attnrl_mini.worlds.toy_plan.pretrain import PLAN_LAYERS, plan_batch
+    from attnrl_mini.worlds.toy_plan.tokenizer import build_plan_tokenizer
     cfg = PretrainConfig(steps=2, batch_size=4, num_layers=PLAN_LAYERS)
     torch.set_num_threads(cfg.threads)
     runs = [train(cfg, log=lambda s: None, tokenizer=build_plan_tokenizer(), make_batch=plan_batch)[0] for _ in range(2)]
@@ -85,9 +85,10 @@ def test_two_short_pretrain_runs_give_identical_weights():
 
 
 def test_every_built_in_world_gets_its_own_prompt_template():
-    from attnrl_mini import data, worlds
-    from attnrl_mini.policy import load_tokenizer
-    from attnrl_mini.toy import toy_prompt_ids
+    from attnrl_mini.worlds import data
+    from attnrl_mini import worlds
+    from attnrl_mini.models.policy import load_tokenizer
+    from attnrl_mini.worlds.toy import toy_prompt_ids
     assert set(data.TOY_SOURCES) == set(worlds.WORLD_NAMES)
     world = worlds.get_world("toy-plan")
     problem, tok = world.test_problems(1)[0], load_tokenizer(world.model_dir)

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from attnrl_mini.config import make_config
-from attnrl_mini.tracking import TrackerError, parse_report_to, scalars
+from attnrl_mini.run.config import make_config
+from attnrl_mini.run.tracking import TrackerError, parse_report_to, scalars
 from attnrl_mini.trainer import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,8 +61,8 @@ def test_a_missing_tracker_package_is_a_one_line_error(tmp_path, name):
 
 
 def test_trackers_are_imported_only_when_asked_for():
-    code = ("import sys, attnrl_mini.tracking, attnrl_mini.runlog; "
-            "from attnrl_mini.tracking import parse_report_to; assert parse_report_to('none') == []; "
+    code = ("import sys, attnrl_mini.run.tracking, attnrl_mini.run.runlog; "
+            "from attnrl_mini.run.tracking import parse_report_to; assert parse_report_to('none') == []; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorboard', 'wandb', 'trackio')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

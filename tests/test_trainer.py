@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from attnrl_mini import trainer as trainer_mod
-from attnrl_mini.config import algo_overrides, make_config
+from attnrl_mini.run.config import algo_overrides, make_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(prompts_per_step=3, n_initial=4, max_response_tokens=48, eval_problems=8, eval_every=1,
@@ -62,9 +62,10 @@ def sampling_logprobs_of(seq, samples) -> list[float] | None:
 
 @pytest.mark.parametrize("algo", ["grpo", "treerl", "attnrl"])
 def test_one_step_reaches_the_loss_with_the_right_tensors(tmp_path, monkeypatch, algo):
-    from attnrl_mini import policy, toy
+    from attnrl_mini.models import policy
+    from attnrl_mini.worlds import toy
     from attnrl_mini.generation import make_generator
-    from attnrl_mini.reward import Grader
+    from attnrl_mini.worlds.reward import Grader
 
     cfg = tiny_config(tmp_path, algo, steps=2)
     torch.manual_seed(0)
@@ -172,8 +173,8 @@ def test_real_model_path_on_a_local_qwen2_directory(tmp_path):
     Qwen2.5's), problems from a JSONL file, the paper's prompt template through the chat template."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from attnrl_mini import toy
-    from attnrl_mini.toy.tokenizer import build_tokenizer
+    from attnrl_mini.worlds import toy
+    from attnrl_mini.worlds.toy.tokenizer import build_tokenizer
 
     tok = build_tokenizer()
     model_dir = tmp_path / "qwen2-tiny"
@@ -218,8 +219,8 @@ def test_branch_and_prompt_valid_statistics_on_a_hand_built_batch():
     Prompt 1: both responses correct, no branches -> all leaves 1, not a valid prompt.
     Expected: 2 branch points, at_step_start 1/2, relative positions (4/10 + 2/10)/2 = 0.3, mixed 1/2;
     prompt valid ratio 1/2."""
-    from attnrl_mini.data import Problem
-    from attnrl_mini.tree import Continuation, Rollout
+    from attnrl_mini.worlds.data import Problem
+    from attnrl_mini.algorithm.tree import Continuation, Rollout
 
     def cont(reward):
         return Continuation(token_ids=[1], logprobs=[0.0], reward=reward)

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from attnrl_mini.tree import (Continuation, Rollout, assign_values_and_advantages, build_prompt_tree,
+from attnrl_mini.algorithm.tree import (Continuation, Rollout, assign_values_and_advantages, build_prompt_tree,
                               grpo_advantages, grpo_sequences, training_sequences, tree_to_dict)
 
 S3, S5 = math.sqrt(3), math.sqrt(5)

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from attnrl_mini import inspect as inspect_cli
-from attnrl_mini.tree_picture import layout
+from attnrl_mini.tools import inspect as inspect_cli
+from attnrl_mini.tools.tree_picture import layout
 
 
 def leaf(text, reward, cont):

@@ -29,7 +29,7 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 def toy_model_dir() -> str | None:
     try:
-        from attnrl_mini.toy import TOY_MODEL_DIR
+        from attnrl_mini.worlds.toy import TOY_MODEL_DIR
     except ImportError:
         return None
     ok = os.path.isfile(os.path.join(TOY_MODEL_DIR, "config.json")) and \
@@ -121,7 +121,7 @@ def world(tmp_path_factory):
                              server_log=str(root / "vllm.log"))
     print(f"\nsidecar on {model_dir}: healthy after {sidecar.start_seconds:.1f} s")
     if toy_model_dir():   # real toy problems: the model writes solutions that end in EOS
-        from attnrl_mini.toy import toy_prompt_ids, train_problems
+        from attnrl_mini.worlds.toy import toy_prompt_ids, train_problems
         prompts = [toy_prompt_ids(tokenizer, p) for p in train_problems(3, seed=0)]
     else:
         rng = random.Random(0)

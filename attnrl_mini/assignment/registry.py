@@ -28,7 +28,7 @@ PARTS = {
 class Exercise:
     id: str                       # "C2"; the part is its first letter
     title: str
-    module: str                   # "attnrl_mini.fci"
+    module: str                   # "attnrl_mini.algorithm.fci"
     function: str                 # qualified name in the module: "step_attention_to_fci", "FCIContext.add_layer"
     points: int
     equation: str                 # "Eq. 5", or "" when the paper has none for it
@@ -59,89 +59,89 @@ class Exercise:
 
 EXERCISES: list[Exercise] = [
     # ---- Part A: GRPO ---------------------------------------------------------------------------------
-    Exercise("A1", "token log-probs and entropies", "attnrl_mini.logprobs", "_chunk_logprobs", 5, "", "§g",
+    Exercise("A1", "token log-probs and entropies", "attnrl_mini.algorithm.logprobs", "_chunk_logprobs", 5, "", "§g",
              ("test_a1_logprobs_and_entropy_by_hand", "test_a1_gradient_path_matches"),
              "Apply the LM head to one chunk of hidden states, take an fp32 log-softmax over the vocabulary, "
              "pick log π(target) and, when asked, the entropy H = -Σ_v π(v) log π(v) of the full distribution."),
-    Exercise("A2", "response log-probs of a left-padded batch", "attnrl_mini.policy", "response_logprobs", 5, "",
+    Exercise("A2", "response log-probs of a left-padded batch", "attnrl_mini.algorithm.logprobs", "response_logprobs", 5, "",
              "§g", ("test_a2_response_logprobs_against_full_logits",),
              "Given the decoder's hidden states of left-padded prompt+response rows, return log π of every "
              "response token, right-aligned in a [B, R_max] tensor with 0 on padding. The hidden state at "
              "position t predicts token t+1: get the shift right.",
              depends_on=("A1",)),
-    Exercise("A3", "group-normalised advantages (GRPO, Dr. GRPO)", "attnrl_mini.tree", "grpo_advantages", 5,
+    Exercise("A3", "group-normalised advantages (GRPO, Dr. GRPO)", "attnrl_mini.algorithm.tree", "grpo_advantages", 5,
              "GRPO advantage", "§d",
              ("test_a3_grpo_unbiased_std_by_hand", "test_a3_grpo_edge_groups", "test_a3_dr_grpo_mean_only"),
              "Â_i = (r_i - mean(r)) / (std(r) + eps) with the unbiased (n-1) std; a group of one uses mean 0 "
              "and std 1 (as verl). With scale_by_std=False return Dr. GRPO's mean-only r_i - mean(r)."),
-    Exercise("A4", "PPO loss: clip-higher, dual clip, k3 KL, token-mean", "attnrl_mini.loss", "ppo_loss", 10, "",
+    Exercise("A4", "PPO loss: clip-higher, dual clip, k3 KL, token-mean", "attnrl_mini.algorithm.loss", "ppo_loss", 10, "",
              "§g", ("test_a4_clip_higher_and_dual_clip_by_hand", "test_a4_k3_kl_by_hand",
                     "test_a4_token_mean_not_sequence_mean"),
              "Compute the per-token loss of the module docstring and define the names the statistics below "
              "the region use: log_ratio, ratio, loss_unclipped, loss_clipped, loss_clip, pg, kl and loss "
              "(a true token-mean: divide by denom)."),
     # ---- Part B: tree rollouts ---------------------------------------------------------------------------
-    Exercise("B1", "step segmentation", "attnrl_mini.steps", "segment_steps", 5, "", "§a",
+    Exercise("B1", "step segmentation", "attnrl_mini.algorithm.steps", "segment_steps", 5, "", "§a",
              ("test_b1_separator_ends_its_step", "test_b1_fallbacks", "test_b1_think_end_is_the_last_one"),
              "Cut a response into half-open token spans at separator tokens (a separator ends its step), "
              "falling back to newline tokens, then to one token per step; find the step holding the last </think>."),
-    Exercise("B2", "building a prompt's rollout tree", "attnrl_mini.tree", "build_prompt_tree", 5, "", "§c",
+    Exercise("B2", "building a prompt's rollout tree", "attnrl_mini.algorithm.tree", "build_prompt_tree", 5, "", "§c",
              ("test_b2_tree_shape_by_hand", "test_b2_equal_branch_points_share_a_node"),
              "Cut every initial response at its distinct branch offsets into a chain of nodes under the root; "
              "hang each continuation off the node that ends at its branch offset; leaves carry rewards."),
-    Exercise("B3", "Monte-Carlo values and tree advantages", "attnrl_mini.tree", "assign_values_and_advantages",
+    Exercise("B3", "Monte-Carlo values and tree advantages", "attnrl_mini.algorithm.tree", "assign_values_and_advantages",
              10, "Eq. 2-3", "§d",
              ("test_b3_values_and_advantages_by_hand", "test_b3_deeper_tree_uses_parent_and_root"),
              "V(s) = mean reward of the leaves under s (Eq. 2); Â(s) = [(V(s) - V(R)) + (V(s) - V(parent))] / "
              "sqrt(|L(s)|) (Eq. 3); fill value, n_leaves and advantage of every node, the root's advantage is 0."),
-    Exercise("B4", "training sequences from a tree", "attnrl_mini.tree", "training_sequences", 5, "", "§d",
+    Exercise("B4", "training sequences from a tree", "attnrl_mini.algorithm.tree", "training_sequences", 5, "", "§d",
              ("test_b4_one_sequence_per_branched_path", "test_b4_train_unbranched_switch"),
              "One TrainSequence per root-to-leaf path: concatenated tokens, each token with its segment's "
              "advantage and old log-prob; skip one-segment paths unless train_unbranched."),
-    Exercise("B5", "entropy branch points (TreeRL)", "attnrl_mini.branching", "entropy_branch_points", 5, "",
+    Exercise("B5", "entropy branch points (TreeRL)", "attnrl_mini.algorithm.branching", "entropy_branch_points", 5, "",
              "§h", ("test_b5_highest_entropy_positions", "test_b5_short_responses_cycle"),
              "The n highest-entropy positions among 0 .. R-2 (ties to the earlier one), cycled when there are "
              "fewer, returned sorted."),
     # ---- Part C: AttnRL ----------------------------------------------------------------------------------
-    Exercise("C1", "Eq. 4's step-averaging matrix", "attnrl_mini.fci", "step_weight_matrix", 5, "Eq. 4", "§b",
+    Exercise("C1", "Eq. 4's step-averaging matrix", "attnrl_mini.algorithm.fci", "step_weight_matrix", 5, "Eq. 4", "§b",
              ("test_c1_step_weight_matrix_by_hand", "test_c1_double_mean"),
              "W [S+1, T] with W[a, t] = 1/|r_a| for t in range a, so that W A Wᵀ is Eq. 4's double mean."),
-    Exercise("C2", "forward context influence of each step", "attnrl_mini.fci", "step_attention_to_fci", 5,
+    Exercise("C2", "forward context influence of each step", "attnrl_mini.algorithm.fci", "step_attention_to_fci", 5,
              "Eq. 5", "§b", ("test_c2_eq5_by_hand", "test_c2_think_end_and_batch_dims"),
              "y[k] = Σ over ranges a at least Δ after step k's range of α[a, range of k]; zero the first "
              "response step and every step from the </think> step on. Works on any leading dims."),
-    Exercise("C3", "max over heads and layers", "attnrl_mini.fci", "FCIContext.add_layer", 5, "Eq. 6", "§b",
+    Exercise("C3", "max over heads and layers", "attnrl_mini.algorithm.fci", "FCIContext.add_layer", 5, "Eq. 6", "§b",
              ("test_c3_running_max_over_heads_and_layers",),
              "Fold one layer's [H, S+1, S+1] step matrices into the row's running FCI: Eq. 5 per head, then "
              "the max over heads and over the layers seen so far (and the same for the kept α when asked).",
              depends_on=("C2",)),
-    Exercise("C4", "Eq. 7 candidate steps", "attnrl_mini.branching", "fci_candidate_steps", 5, "Eq. 7", "§c",
+    Exercise("C4", "Eq. 7 candidate steps", "attnrl_mini.algorithm.branching", "fci_candidate_steps", 5, "Eq. 7", "§c",
              ("test_c4_quantile_threshold_by_hand", "test_c4_step0_excluded_and_zero_threshold"),
              "τ = the 0.8 quantile (linear interpolation) of all S step scores; candidates are steps k >= 1 "
              "with y_k >= τ; if τ = 0 while some y_k > 0, τ is the smallest positive y_k."),
-    Exercise("C5", "ATB branch points", "attnrl_mini.branching", "fci_branch_points", 5, "Eq. 7", "§c",
+    Exercise("C5", "ATB branch points", "attnrl_mini.algorithm.branching", "fci_branch_points", 5, "Eq. 7", "§c",
              ("test_c5_earliest_candidates_not_highest", "test_c5_spacing_and_start_rules",
               "test_c5_fallback_cycles"),
              "Scan the candidates earliest first, accept a step if it starts late enough and is min_gap tokens "
              "from every accepted step; short of n, use the fallback; return sorted offsets.",
              depends_on=("C4",)),
-    Exercise("C6", "branch counts", "attnrl_mini.adaptive", "branch_count", 5, "Eq. 8-9", "§e",
+    Exercise("C6", "branch counts", "attnrl_mini.algorithm.adaptive", "branch_count", 5, "Eq. 8-9", "§e",
              ("test_c6_branch_counts_g6", "test_c6_other_g"),
              "M(a) = ceil(G·e^(-a)) (release), Round(G·e^(-a)) half up (paper) or G (uniform)."),
-    Exercise("C7", "which responses to branch; the attention filter", "attnrl_mini.adaptive",
+    Exercise("C7", "which responses to branch; the attention filter", "attnrl_mini.algorithm.adaptive",
              "choose_responses_to_branch", 5, "Eq. 8-9", "§e",
              ("test_c7_minority_first", "test_c7_attention_filter_is_strict"),
              "a = 0: all responses; 0 < a < 1: the minority outcome plus random majority ones up to M(a); "
              "a = 1: dropped (drop_easy) or kept only if the prompt's mean FCI beats the running mean.",
              depends_on=("C6",)),
-    Exercise("C8", "the zero-advantage filter", "attnrl_mini.adaptive", "drop_zero_advantage_prompts", 5, "",
+    Exercise("C8", "the zero-advantage filter", "attnrl_mini.algorithm.adaptive", "drop_zero_advantage_prompts", 5, "",
              "§e", ("test_c8_drop_prompts_without_contrast",),
              "Drop every sequence of a prompt whose trained leaves all have one reward."),
-    Exercise("C9", "the batch-size controller", "attnrl_mini.adaptive", "BatchSizeController.next_batch_size", 5,
+    Exercise("C9", "the batch-size controller", "attnrl_mini.algorithm.adaptive", "BatchSizeController.next_batch_size", 5,
              "Eq. 10", "§e", ("test_c9_release_rule_by_hand", "test_c9_paper_rule_by_hand"),
              "The next number of prompts from the last one and the surviving sequences B'': the release's "
              "floor/ceil rule or the paper's Eq. 10, clamped to [1, max_prompts]."),
-    Exercise("C10", "challenge: the exact chunked FCI attention", "attnrl_mini.fci", "fci_attention", 15,
+    Exercise("C10", "challenge: the exact chunked FCI attention", "attnrl_mini.algorithm.fci", "fci_attention", 15,
              "Eq. 4-6", "§b", ("test_c10_chunked_attention_matches_eager",),
              "Per row, per block of query_chunk query rows: logits against the earlier keys (skip left pads, "
              "causal mask, GQA), an fp32 softmax, the attention output P·V, and Eq. 4's step matrix "

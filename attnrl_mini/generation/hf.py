@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import Completion, GenRequest, check_completions, check_requests
-from . import eos_token_ids as default_eos_token_ids
+from .interface import Completion, GenRequest, check_completions, check_requests
+from .interface import eos_token_ids as default_eos_token_ids
 
 
 class HFGenerator:

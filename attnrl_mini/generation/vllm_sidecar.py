@@ -46,7 +46,7 @@ import urllib.error
 import urllib.request
 from typing import Callable
 
-from . import Completion, GenRequest, adapter_scratch_dir, check_completions, check_requests
+from .interface import Completion, GenRequest, adapter_scratch_dir, check_completions, check_requests
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for --max-lora-rank
 

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from attnrl_mini.logprobs import token_logprobs_from_hidden
-from attnrl_mini.loss import ppo_loss
-from attnrl_mini.policy import response_logprobs
-from attnrl_mini.tree import grpo_advantages
+from attnrl_mini.algorithm.logprobs import token_logprobs_from_hidden
+from attnrl_mini.algorithm.loss import ppo_loss
+from attnrl_mini.algorithm.logprobs import response_logprobs
+from attnrl_mini.algorithm.tree import grpo_advantages
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
@@ -71,7 +71,7 @@ def test_a2_response_logprobs_against_full_logits():
     model = tiny_lm()
     prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
     responses = [[10, 11, 12, 13], [14], [15, 16]]        # uneven: right-aligned in a [3, 4] result
-    with torch.no_grad(), mock.patch("attnrl_mini.policy.token_logprobs_from_hidden", plain_token_logprobs):
+    with torch.no_grad(), mock.patch("attnrl_mini.algorithm.logprobs.token_logprobs_from_hidden", plain_token_logprobs):
         got = response_logprobs(model, prompts, responses, pad_id=0, chunk=3)
         assert got.shape == (3, 4)
         for i, (p, r) in enumerate(zip(prompts, responses)):

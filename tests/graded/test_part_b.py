@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from attnrl_mini.branching import entropy_branch_points
-from attnrl_mini.steps import segment_steps
-from attnrl_mini.tree import (Continuation, Rollout, TreeNode, assign_values_and_advantages, build_prompt_tree,
+from attnrl_mini.algorithm.branching import entropy_branch_points
+from attnrl_mini.algorithm.steps import segment_steps
+from attnrl_mini.algorithm.tree import (Continuation, Rollout, TreeNode, assign_values_and_advantages, build_prompt_tree,
                               training_sequences)
 
 SEP, NL, THINK = {9}, {8}, 7          # token 9 is a "\n\n" separator, 8 a single "\n", 7 is </think>

@@ -11,11 +11,11 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from attnrl_mini.adaptive import (BatchSizeController, RunningMean, branch_count, choose_responses_to_branch,
+from attnrl_mini.algorithm.adaptive import (BatchSizeController, RunningMean, branch_count, choose_responses_to_branch,
                                   drop_zero_advantage_prompts)
-from attnrl_mini.branching import fci_branch_points, fci_candidate_steps
-from attnrl_mini.fci import FCI_ATTENTION, FCIContext, left_pad, step_attention_to_fci, step_weight_matrix, use_attention
-from attnrl_mini.tree import TrainSequence
+from attnrl_mini.algorithm.branching import fci_branch_points, fci_candidate_steps
+from attnrl_mini.algorithm.fci import FCI_ATTENTION, FCIContext, left_pad, step_attention_to_fci, step_weight_matrix, use_attention
+from attnrl_mini.algorithm.tree import TrainSequence
 
 # A step-level attention matrix α[a, b] (query range a, key range b): range 0 = prompt, 1..4 = steps 0..3
 ALPHA = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0],
@@ -73,7 +73,7 @@ def loop_eq5(alpha, delta=4, think_end_step=-1):
     return y
 
 
-@mock.patch("attnrl_mini.fci.step_attention_to_fci", loop_eq5)
+@mock.patch("attnrl_mini.algorithm.fci.step_attention_to_fci", loop_eq5)
 def test_c3_running_max_over_heads_and_layers():
     ctx = FCIContext(ranges=[[(0, 1)] * 5], step_weights=[torch.zeros(5, 5)], pad_offsets=[0],
                      think_end_steps=[-1], delta=1)
@@ -114,7 +114,7 @@ def plain_candidates(fci, quantile=0.8):
     return [k for k in range(1, fci.numel()) if float(fci[k]) >= tau]
 
 
-C4_PLAIN = mock.patch("attnrl_mini.branching.fci_candidate_steps", plain_candidates)
+C4_PLAIN = mock.patch("attnrl_mini.algorithm.branching.fci_candidate_steps", plain_candidates)
 
 
 @C4_PLAIN
@@ -160,7 +160,7 @@ def plain_branch_count(accuracy, G=6, rule="ceil"):
     return {"ceil": math.ceil(x), "round": math.floor(x + 0.5), "uniform": G}[rule]
 
 
-C6_PLAIN = mock.patch("attnrl_mini.adaptive.branch_count", plain_branch_count)
+C6_PLAIN = mock.patch("attnrl_mini.algorithm.adaptive.branch_count", plain_branch_count)
 
 
 @C6_PLAIN

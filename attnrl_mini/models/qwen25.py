@@ -14,8 +14,8 @@ values can be rebuilt exactly:
   config) but tiny depth and width, so the whole headline path runs on a CPU. `pad_row_logit_boost`
   raises the 271 padding rows' logits so that the model really samples them unless guarded.
 
-    python -m attnrl_mini.qwen25 OUT_DIR              # the tokenizer directory
-    python -m attnrl_mini.qwen25 OUT_DIR --tiny-model # + a random tiny Qwen2 of the real vocab shape
+    python -m attnrl_mini.models.qwen25 OUT_DIR              # the tokenizer directory
+    python -m attnrl_mini.models.qwen25 OUT_DIR --tiny-model # + a random tiny Qwen2 of the real vocab shape
 """
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tupl
     equivalent merge list: for every token, each split into two tokens of the vocabulary, ordered by
     the rank of the merged token (ties by the parts' ranks).
     """
-    from attnrl_mini.toy.tokenizer import bytes_to_unicode   # GPT-2's byte -> printable character table
+    from attnrl_mini.worlds.toy.tokenizer import bytes_to_unicode   # GPT-2's byte -> printable character table
     to_unicode = bytes_to_unicode()
     as_text = lambda b: "".join(to_unicode[x] for x in b)   # noqa: E731
     vocab = {as_text(token): rank for token, rank in ranks.items()}

@@ -38,8 +38,8 @@ import hashlib
 import random
 import re
 
-from attnrl_mini.data import Problem
-from attnrl_mini.toy.problems import draw_test_split, draw_train_split
+from attnrl_mini.worlds.problem import Problem
+from attnrl_mini.worlds.toy.problems import draw_test_split, draw_train_split
 
 SOURCE = "toy-plan"
 LEVELS = (1, 2, 3, 4)

@@ -1,7 +1,7 @@
 """Pre-train the toy model by supervised fine-tuning on gold solutions (reproduces toy/model/).
 
-    python -m attnrl_mini.toy.pretrain                 # rebuild attnrl_mini/toy/model/ (4-9 min, 1 CPU thread)
-    python -m attnrl_mini.toy.pretrain --out /tmp/toy  # somewhere else
+    python -m attnrl_mini.worlds.toy.pretrain                 # rebuild attnrl_mini/worlds/toy/model/ (4-9 min, 1 CPU thread)
+    python -m attnrl_mini.worlds.toy.pretrain --out /tmp/toy  # somewhere else
 
 A small Qwen2ForCausalLM (the architecture class of Qwen2.5-Math) is trained from scratch with the
 next-token loss on the solution tokens only (the prompt is context, not target):
@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-from attnrl_mini.reward import is_correct
-from attnrl_mini.toy.problems import LEVELS, MAX_VALUE, solution_steps, test_problems, train_problems
-from attnrl_mini.toy.tokenizer import build_tokenizer, toy_prompt_ids
+from attnrl_mini.worlds.reward import is_correct
+from attnrl_mini.worlds.toy.problems import LEVELS, MAX_VALUE, solution_steps, test_problems, train_problems
+from attnrl_mini.worlds.toy.tokenizer import build_tokenizer, toy_prompt_ids
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model")
 

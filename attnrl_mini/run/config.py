@@ -153,7 +153,7 @@ PRESETS: dict[str, dict] = {
         eval_every=10, eval_problems=500, save_every=10,
         fci_query_chunk=64, fci_delta=1, score_batch_size=64,  # toy responses have 3-6 steps: Δ=4 would leave no FCI at all
     ),
-    # The second toy world (attnrl_mini/toy_plan/): same scale, same settings, other problems and model.
+    # The second toy world (attnrl_mini/worlds/toy_plan/): same scale, same settings, other problems and model.
     "toy-plan": dict(model="toy-plan", train_data="toy-plan", out="runs/toy-plan"),
     # Qwen2.5-Math-1.5B on one 24 GB GPU (numbers in docs/performance.md, bench/memory_budget.py).
     "qwen2.5-math-1.5b-24gb": dict(

@@ -2,7 +2,7 @@
 see toy/tokenizer.py for why) with this world's words as whole tokens."""
 from __future__ import annotations
 
-from attnrl_mini.toy.tokenizer import build_tokenizer
+from attnrl_mini.worlds.toy.tokenizer import build_tokenizer
 
 WORDS = [
     "\n\n", ".\n",                                    # step separator first: ".\n\n" -> "." + "\n\n"

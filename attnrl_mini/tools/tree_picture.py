@@ -1,6 +1,6 @@
 """Draw one prompt's rollout tree from a run's trees.jsonl (what `inspect --trees` calls).
 
-    python -m attnrl_mini.inspect --trees runs/toy --step 10 --png tree.png [--tree-index 1]
+    python -m attnrl_mini.tools.inspect --trees runs/toy --step 10 --png tree.png [--tree-index 1]
 
 Reading the picture, left to right (docs/algorithm.md §c–§d): the prompt; then one row per initial
 response, cut into segments at its branch points (◆, chosen by ATB at high-FCI steps, Eq. 7); below

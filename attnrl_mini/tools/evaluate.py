@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from attnrl_mini.data import Problem, encode_prompt
+from attnrl_mini.worlds.data import Problem, encode_prompt
 from attnrl_mini.generation import GenRequest
-from attnrl_mini.reward import Grader, extract_boxed
+from attnrl_mini.worlds.reward import Grader, extract_boxed
 
 
 @dataclass

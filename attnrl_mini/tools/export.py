@@ -1,6 +1,6 @@
 """Hand a run over to verl when one GPU is not enough.
 
-    python -m attnrl_mini.export verl --run runs/toy --out export/toy
+    python -m attnrl_mini.tools.export verl --run runs/toy --out export/toy
 
 writes into --out:
   OUT/data/train.parquet, OUT/data/val.parquet   the run's training and held-out problems as verl rows (prompt /
@@ -8,7 +8,7 @@ writes into --out:
   adapter/                              the run's latest LoRA adapter, peft format (upstream verl's lora_adapter_path)
   merged_model/                         base + adapter merged into full weights, with the tokenizer (the official
                                         AttnRL recipe fine-tunes full weights, so it starts from this)
-  reward_fn.py                          our grader (attnrl_mini.reward.is_correct) as a verl custom reward function
+  reward_fn.py                          our grader (attnrl_mini.worlds.reward.is_correct) as a verl custom reward function
   run_verl_grpo.sh                      upstream verl GRPO with LoRA (github.com/volcengine/verl), our config on its keys
   run_attnrl_recipe.sh                  the official AttnRL recipe (github.com/RyanLiu112/AttnRL, recipe/attnrl)
   key_map.md                            which of our fields went to which key, and which have none
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from attnrl_mini import worlds
-from attnrl_mini.config import Config
+from attnrl_mini.run.config import Config
 from attnrl_mini.worlds import WORLD_NAMES
 
 NO_KEY = None
@@ -157,7 +157,7 @@ def overrides(cfg: Config, target: str, paths: dict[str, str]) -> list[str]:
 
 SCRIPT = """#!/usr/bin/env bash
 # {what}
-# Written by `python -m attnrl_mini.export verl` from {run}; key_map.md says where each field went.
+# Written by `python -m attnrl_mini.tools.export verl` from {run}; key_map.md says where each field went.
 # {how}
 set -euo pipefail
 {env}python3 -m {module} \\
@@ -204,7 +204,7 @@ def key_map_table() -> str:
 def verl_row(problem, split: str, as_list: bool = False) -> dict:
     """A Problem as a verl row; data.problem_from_verl_row reads it back (toy prompts carry no instruction).
     as_list: the ground truth as a list of acceptable answers (a parquet column cannot mix lists and strings)."""
-    from attnrl_mini.data import math_prompt
+    from attnrl_mini.worlds.data import math_prompt
     prefix = f"{problem.source}-"
     index = problem.id[len(prefix):] if problem.id.startswith(prefix) else problem.id
     content = problem.problem if problem.source in WORLD_NAMES else math_prompt(problem.problem)
@@ -224,14 +224,14 @@ def write_parquet(problems: list, path: str, split: str) -> None:
 
 def merge_adapter(model_dir: str, adapter_dir: str, out_dir: str, dtype: str) -> None:
     """W' = W + (α/r)·B·A for every adapted matrix, saved as a plain model directory with the tokenizer."""
-    from attnrl_mini import policy
+    from attnrl_mini.models import policy
     merged = policy.load_adapter(policy.load_model(model_dir, dtype=dtype), adapter_dir).merge_and_unload()
     merged.save_pretrained(out_dir)
     policy.load_tokenizer(model_dir).save_pretrained(out_dir)
 
 
 REWARD_FN = '''"""verl custom reward function: attnrl-mini's grader (the last \\\\boxed{} after </think>, Math-Verify)."""
-from attnrl_mini.reward import is_correct
+from attnrl_mini.worlds.reward import is_correct
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None):
@@ -240,7 +240,8 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None):
 
 
 def export_verl(run: str, out: str) -> dict:
-    from attnrl_mini import checkpoint, policy
+    from attnrl_mini.run import checkpoint
+    from attnrl_mini.models import policy
     with open(os.path.join(run, "config.json")) as f:
         saved = json.load(f)
     known = {f.name for f in dataclasses.fields(Config)}

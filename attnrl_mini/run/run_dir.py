@@ -15,7 +15,7 @@ import fcntl
 import json
 import os
 
-from attnrl_mini.config import MAY_CHANGE_ON_RESUME, Config, ConfigError, flag
+from attnrl_mini.run.config import MAY_CHANGE_ON_RESUME, Config, ConfigError, flag
 
 LOCK_FILE = ".lock"
 CONFIG_FILE = "config.json"

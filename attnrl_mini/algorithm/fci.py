@@ -60,8 +60,8 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from attnrl_mini.logprobs import token_logprobs_from_hidden
-from attnrl_mini.policy import decoder_and_head
+from attnrl_mini.algorithm.logprobs import token_logprobs_from_hidden
+from attnrl_mini.algorithm.logprobs import decoder_and_head
 
 FCI_ATTENTION = "attnrl_fci"   # the name our attention function is registered under
 FCI_KERNELS = ("auto", "torch", "triton")   # see FCIContext.kernel and two_pass_kernel()
@@ -309,7 +309,7 @@ def _import_fci_triton():
     """(the fci_triton module, None), or (None, the ImportError's text): tried once per process, since
     two_pass_kernel runs for every layer of every forward and a failed import is not cached by Python."""
     try:
-        from attnrl_mini import fci_triton
+        from attnrl_mini.algorithm import fci_triton
     except ImportError as e:
         return None, str(e)
     return fci_triton, None

@@ -13,6 +13,9 @@ T = 4096 that is 2.5 GB in fp32. We apply the head `chunk` positions at a time, 
 [chunk, vocab] logits exist at once. With grad enabled (the PPO update) each chunk is wrapped in
 activation checkpointing, so autograd does not keep every chunk's logits either: the backward pass
 recomputes one chunk's logits at a time.
+
+`response_logprobs` applies this to a batch of (prompt, response) rows: left-padded, so the responses
+come out right-aligned as [B, R_max]; `decoder_and_head` reaches the decoder and head through peft.
 """
 from __future__ import annotations
 
@@ -71,3 +74,48 @@ def token_logprobs_from_hidden(hidden: torch.Tensor, lm_head: nn.Module, targets
         empty = hidden.new_zeros(0, dtype=torch.float32)
         return empty, (empty.clone() if with_entropy else None)
     return torch.cat(logps), (torch.cat(entropies) if with_entropy else None)
+
+
+def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(the inner transformer that returns hidden states, the LM head), through peft wrappers."""
+    from peft import PeftModel
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    return base.model, base.lm_head
+
+
+def pad_batch(prompts: list[list[int]], responses: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Left-pad prompt+response rows. Returns input_ids [B, L], attention_mask [B, L], L."""
+    rows = [p + r for p, r in zip(prompts, responses)]
+    L = max(len(r) for r in rows)
+    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), L), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, L - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, L - len(r):] = 1
+    return ids.to(device), mask.to(device), L
+
+
+def response_logprobs(model: nn.Module, prompts: list[list[int]], responses: list[list[int]],
+                      pad_id: int, chunk: int = 1024) -> torch.Tensor:
+    """log π(response token | prefix) for a batch, as a right-aligned [B, R_max] tensor (0 on padding).
+
+    Differentiable when called with grad enabled (the PPO update). Rows are left-padded, so the
+    responses are right-aligned: response token j of row i sits at column R_max - R_i + j.
+    """
+    device = next(model.parameters()).device
+    ids, mask, L = pad_batch(prompts, responses, pad_id, device)
+    decoder, head = decoder_and_head(model)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=position_ids).last_hidden_state  # [B, L, D]
+    # BEGIN SOLUTION A2
+    R = max(len(r) for r in responses)
+    # hidden at position t predicts token t+1: the R response tokens are predicted from positions L-R-1 .. L-2
+    h = hidden[:, L - R - 1:L - 1, :]                                    # [B, R, D]
+    targets = ids[:, L - R:]                                             # [B, R]
+    logp, _ = token_logprobs_from_hidden(h.reshape(-1, h.shape[-1]), head, targets.reshape(-1), chunk=chunk)
+    logp = logp.view(len(responses), R)
+    valid = torch.zeros_like(logp, dtype=torch.bool)
+    for i, r in enumerate(responses):
+        valid[i, R - len(r):] = True
+    return logp.masked_fill(~valid, 0.0)
+    # END SOLUTION A2

@@ -1,9 +1,9 @@
 r"""Look at one response the way AttnRL does: its steps, their FCI, and where it would branch.
 
-    python -m attnrl_mini.inspect --model toy --prompt $'Start with 7.\n(a) Add 5.\n(b) Multiply by 2.\n(c) Subtract 9.\nWhat is the result?'
-    python -m attnrl_mini.inspect --model toy --prompt "..." --response "..." --json out.json --png out.png
+    python -m attnrl_mini.tools.inspect --model toy --prompt $'Start with 7.\n(a) Add 5.\n(b) Multiply by 2.\n(c) Subtract 9.\nWhat is the result?'
+    python -m attnrl_mini.tools.inspect --model toy --prompt "..." --response "..." --json out.json --png out.png
 
-A toy prompt must be in the toy world's own format (attnrl_mini/toy/problems.py: one labelled
+A toy prompt must be in the toy world's own format (attnrl_mini/worlds/toy/problems.py: one labelled
 operation per line); anything else is out of distribution and the model answers nonsense.
 
 Without --response a response is sampled from the model (temperature 1, --seed). The response is
@@ -24,19 +24,19 @@ import json
 
 import torch
 
-from attnrl_mini.branching import fci_branch_points, fci_candidate_steps
-from attnrl_mini.config import make_config
-from attnrl_mini.fci import score_responses
-from attnrl_mini.policy import load_model, load_tokenizer, resolve_device, resolve_model
-from attnrl_mini.steps import newline_token_ids, segment_steps, separator_token_ids, think_end_token_id
+from attnrl_mini.algorithm.branching import fci_branch_points, fci_candidate_steps
+from attnrl_mini.run.config import make_config
+from attnrl_mini.algorithm.fci import score_responses
+from attnrl_mini.models.policy import load_model, load_tokenizer, resolve_device, resolve_model
+from attnrl_mini.algorithm.steps import newline_token_ids, segment_steps, separator_token_ids, think_end_token_id
 
 
 def encode_prompt_text(tokenizer, text: str, toy: bool) -> list[int]:
     """The prompt through the model's prompt template (the toy template for the toy model)."""
     if toy:
-        from attnrl_mini.toy import toy_prompt_ids
+        from attnrl_mini.worlds.toy import toy_prompt_ids
         return list(toy_prompt_ids(tokenizer, text))
-    from attnrl_mini.data import Problem, encode_prompt
+    from attnrl_mini.worlds.data import Problem, encode_prompt
     return encode_prompt(tokenizer, Problem(id="inspect", problem=text, answer="", source="inspect"))
 
 
@@ -132,7 +132,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--png", default="", help="draw the step attention and FCI to this file")
     args = ap.parse_args(argv)
     if args.trees:
-        from attnrl_mini import tree_picture
+        from attnrl_mini.tools import tree_picture
         try:
             return tree_picture.main(args.trees, args.step, args.tree_index, args.png or "tree.png")
         except (ValueError, FileNotFoundError) as e:

@@ -1,10 +1,11 @@
-"""The built-in toy worlds, by name: where each one's model, problems and decision steps live.
+"""What is trained on. The built-in toy worlds, by name, with their shipped models (this file); the math
+data, its prompt template (data.py) and the grader (reward.py); `Problem` (problem.py).
 
     world = get_world("toy-plan"); world.train_problems(1000, seed=0); world.test_problems(500)
 
-- "toy": multi-step arithmetic whose mistakes are slipped digits (attnrl_mini/toy/).
+- "toy": multi-step arithmetic whose mistakes are slipped digits (toy/).
 - "toy-plan": an early decision that later steps read back, mistakes are wrong decisions
-  (attnrl_mini/toy_plan/). README "When does attention help?" sets the two side by side.
+  (toy_plan/). README "When does attention help?" sets the two side by side.
 
 Both use the same prompt template (the chat template, no system turn) and the same grader.
 """
@@ -14,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from attnrl_mini.data import Problem
+from attnrl_mini.worlds.problem import Problem
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -28,12 +29,12 @@ class World:
 
 
 def _toy() -> World:
-    from attnrl_mini.toy import problems
+    from attnrl_mini.worlds.toy import problems
     return World("toy", os.path.join(_HERE, "toy", "model"), problems.train_problems, problems.test_problems)
 
 
 def _toy_plan() -> World:
-    from attnrl_mini.toy_plan import problems
+    from attnrl_mini.worlds.toy_plan import problems
     return World("toy-plan", os.path.join(_HERE, "toy_plan", "model"), problems.train_problems, problems.test_problems)
 
 
@@ -50,7 +51,7 @@ def get_world(name: str) -> World:
 def run_problems(cfg) -> tuple[list[Problem], list[Problem]]:
     """A run's training and held-out problems: a built-in world's (cfg.train_data "toy" / "toy-plan"),
     or those of the data files (held-out default: MATH-500)."""
-    from attnrl_mini import data
+    from attnrl_mini.worlds import data
     if cfg.train_data in WORLD_NAMES:
         world = get_world(cfg.train_data)
         return world.train_problems(20_000, seed=cfg.seed), world.test_problems(cfg.eval_problems)

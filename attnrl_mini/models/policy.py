@@ -4,8 +4,6 @@
   and fails within seconds with a sentence saying what to pass when none of them works.
 - `load_model` + `add_lora`: optional 4-bit base (QLoRA via bitsandbytes), gradient checkpointing;
   a 4-bit base being trained keeps bitsandbytes' standard weight layout (`keep_4bit_weights_unpacked`).
-- `response_logprobs`: token log-probs of response tokens, with the LM head applied in chunks so the
-  [T, vocab] logits of a long sequence are never held at once (vocab is 151,936 for Qwen2.5).
 The reference policy is `with model.disable_adapter(): ...` — no second copy of the weights.
 """
 from __future__ import annotations
@@ -16,8 +14,7 @@ import socket
 import torch
 from torch import nn
 
-from attnrl_mini.config import MODEL_ALIASES
-from attnrl_mini.logprobs import token_logprobs_from_hidden
+from attnrl_mini.run.config import MODEL_ALIASES
 
 
 class ModelNotFoundError(RuntimeError):
@@ -198,48 +195,3 @@ def init_from_adapter(model: nn.Module, adapter_dir: str, rank: int, alpha: int,
     hub_cache_name = model_dir.split("models--")[-1].split("/")[0].split("--")[-1]
     if os.path.basename(os.path.normpath(base)) not in (os.path.basename(os.path.normpath(model_dir)), hub_cache_name):
         log(f"[attnrl] note: {where} names base model {base}; its weights fit {model_dir}")
-
-
-def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """(the inner transformer that returns hidden states, the LM head), through peft wrappers."""
-    from peft import PeftModel
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    return base.model, base.lm_head
-
-
-def pad_batch(prompts: list[list[int]], responses: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Left-pad prompt+response rows. Returns input_ids [B, L], attention_mask [B, L], L."""
-    rows = [p + r for p, r in zip(prompts, responses)]
-    L = max(len(r) for r in rows)
-    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), L), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, L - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[i, L - len(r):] = 1
-    return ids.to(device), mask.to(device), L
-
-
-def response_logprobs(model: nn.Module, prompts: list[list[int]], responses: list[list[int]],
-                      pad_id: int, chunk: int = 1024) -> torch.Tensor:
-    """log π(response token | prefix) for a batch, as a right-aligned [B, R_max] tensor (0 on padding).
-
-    Differentiable when called with grad enabled (the PPO update). Rows are left-padded, so the
-    responses are right-aligned: response token j of row i sits at column R_max - R_i + j.
-    """
-    device = next(model.parameters()).device
-    ids, mask, L = pad_batch(prompts, responses, pad_id, device)
-    decoder, head = decoder_and_head(model)
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=position_ids).last_hidden_state  # [B, L, D]
-    # BEGIN SOLUTION A2
-    R = max(len(r) for r in responses)
-    # hidden at position t predicts token t+1: the R response tokens are predicted from positions L-R-1 .. L-2
-    h = hidden[:, L - R - 1:L - 1, :]                                    # [B, R, D]
-    targets = ids[:, L - R:]                                             # [B, R]
-    logp, _ = token_logprobs_from_hidden(h.reshape(-1, h.shape[-1]), head, targets.reshape(-1), chunk=chunk)
-    logp = logp.view(len(responses), R)
-    valid = torch.zeros_like(logp, dtype=torch.bool)
-    for i, r in enumerate(responses):
-        valid[i, R - len(r):] = True
-    return logp.masked_fill(~valid, 0.0)
-    # END SOLUTION A2

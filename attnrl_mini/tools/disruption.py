@@ -27,8 +27,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-from attnrl_mini.fci import use_attention
-from attnrl_mini.policy import decoder_and_head
+from attnrl_mini.algorithm.fci import use_attention
+from attnrl_mini.algorithm.logprobs import decoder_and_head
 
 DISRUPT_ATTENTION = "attnrl_disrupt"
 

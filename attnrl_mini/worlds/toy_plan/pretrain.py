@@ -1,7 +1,7 @@
 """Pre-train the toy-plan model (reproduces toy_plan/model/) with the first world's SFT loop.
 
-    python -m attnrl_mini.toy_plan.pretrain                 # rebuild attnrl_mini/toy_plan/model/
-    python -m attnrl_mini.toy_plan.pretrain --out /tmp/plan --steps 20
+    python -m attnrl_mini.worlds.toy_plan.pretrain                 # rebuild attnrl_mini/worlds/toy_plan/model/
+    python -m attnrl_mini.worlds.toy_plan.pretrain --out /tmp/plan --steps 20
 
 Same recipe as toy/pretrain.py (next-token loss on the solution tokens, AdamW, warm-up + cosine,
 fixed seed and one CPU thread, so a rebuild on the same machine is bit-identical); only the data
@@ -16,10 +16,10 @@ import random
 
 import torch
 
-from attnrl_mini.toy.pretrain import PretrainConfig, pack_sft_batch
-from attnrl_mini.toy.pretrain import main as toy_pretrain_main
-from attnrl_mini.toy_plan.problems import LEVELS, sft_solution, test_problems, train_problems
-from attnrl_mini.toy_plan.tokenizer import build_plan_tokenizer
+from attnrl_mini.worlds.toy.pretrain import PretrainConfig, pack_sft_batch
+from attnrl_mini.worlds.toy.pretrain import main as toy_pretrain_main
+from attnrl_mini.worlds.toy_plan.problems import LEVELS, sft_solution, test_problems, train_problems
+from attnrl_mini.worlds.toy_plan.tokenizer import build_plan_tokenizer
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model")
 PLAN_LAYERS = 3   # one more layer than the first world's model: it must compare, copy and add two-digit sums

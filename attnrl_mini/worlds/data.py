@@ -17,10 +17,11 @@ import gzip
 import json
 import warnings
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+from attnrl_mini.worlds.problem import Problem
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
 # Benchmark name -> bundled file; the paper's K for Avg@K (Table 1: 32 for the small sets, 4 else).
 BENCHMARKS: dict[str, Path] = {
@@ -36,13 +37,6 @@ class DataError(ValueError):
     """A problem file that cannot be used; the message names the file and, where known, the line or row."""
 
 
-@dataclass
-class Problem:
-    id: str
-    problem: str                    # the bare problem text (no instruction)
-    answer: str | list[str]         # ground truth; a list = several acceptable answers
-    source: str                     # benchmark / data set name ("toy" for the toy world)
-    level: int | None = None        # difficulty, when known (toy: number of operations)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,8 +208,8 @@ def prompt_fits(tokenizer, problem: Problem, max_tokens: int) -> bool:
 
 def encode_prompt(tokenizer, problem: Problem) -> list[int]:
     """Prompt token ids: the chat template with the assistant turn opened; toy problems: the toy template."""
-    if problem.source in TOY_SOURCES:        # the built-in worlds (attnrl_mini/worlds.py)
-        from attnrl_mini.toy import toy_prompt_ids  # lazy: the toy module imports this one
+    if problem.source in TOY_SOURCES:        # the built-in worlds (attnrl_mini/worlds/__init__.py)
+        from attnrl_mini.worlds.toy import toy_prompt_ids  # lazy: the toy module imports this one
         return list(toy_prompt_ids(tokenizer, problem))
     text = math_prompt(problem.problem)
     if getattr(tokenizer, "chat_template", None):

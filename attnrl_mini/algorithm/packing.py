@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attnrl_mini.logprobs import token_logprobs_from_hidden
-from attnrl_mini.policy import decoder_and_head
+from attnrl_mini.algorithm.logprobs import token_logprobs_from_hidden
+from attnrl_mini.algorithm.logprobs import decoder_and_head
 
 
 @dataclass
@@ -155,7 +155,7 @@ def packed_token_logprobs(model: nn.Module, trees: list[PackedTree], chunk: int 
 
 
 def gather_paths(token_logp: torch.Tensor, trees: list[PackedTree]) -> torch.Tensor:
-    """Per-path log-probs, right-aligned [n_paths, R_max] like policy.response_logprobs (0 on padding).
+    """Per-path log-probs, right-aligned [n_paths, R_max] like logprobs.response_logprobs (0 on padding).
 
     token_logp [B, P] from packed_token_logprobs; paths in the order of the trees, then of their index.
     """

@@ -36,7 +36,7 @@ import random
 import re
 from typing import Callable
 
-from attnrl_mini.data import Problem
+from attnrl_mini.worlds.problem import Problem
 
 LEVELS = (2, 3, 4, 5)          # number of operations
 MAX_VALUE = 50                 # every running value stays in 0..MAX_VALUE
