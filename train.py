@@ -109,7 +109,7 @@ def main(argv=None) -> None:
         if resume:
             from attnrl_mini.run.checkpoint import check_any_verifies
             check_any_verifies(cfg.out)  # all checkpoints damaged: say so now, not after loading the model
-        from attnrl_mini.trainer import train
+        from attnrl_mini.run.driver import train
         history = train(cfg, resume=resume)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: the same command with --resume continues from the last checkpoint\n")

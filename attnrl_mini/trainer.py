@@ -14,28 +14,29 @@ branches of the same batch). GRPO and TreeRL are the same loop with other switch
 
 Simplifications (a one-GPU reimplementation, not verl): no Ray, no FSDP; old log-probs are
 recomputed by the trainer as in the release; unbranched responses are not trained (switchable).
+The schedule around the steps (set-up, resume, held-out evaluation, checkpoints) is run/driver.py.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 
 from attnrl_mini.algorithm import adaptive, branching, packing, tree
-from attnrl_mini.run.config import Config
-from attnrl_mini.worlds.problem import Problem
 from attnrl_mini.algorithm.fci import score_responses
-from attnrl_mini.generation import GenRequest, logprob_mismatch
-from attnrl_mini.algorithm.loss import ppo_loss
 from attnrl_mini.algorithm.logprobs import response_logprobs
-from attnrl_mini.algorithm.steps import segment_steps
+from attnrl_mini.algorithm.loss import ppo_loss
+from attnrl_mini.algorithm.steps import newline_token_ids, segment_steps, separator_token_ids, think_end_token_id
 from attnrl_mini.algorithm.tree import Continuation, Rollout
+from attnrl_mini.generation import GenRequest, logprob_mismatch
+from attnrl_mini.run.config import Config
+from attnrl_mini.worlds.problem import Problem, ProblemStream
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,36 +78,6 @@ class Batch:
     branches: list[BranchRequest] = field(default_factory=list)
 
 
-class ProblemStream:
-    """Shuffled epochs over the training problems; its position is part of the checkpoint."""
-
-    def __init__(self, problems: list[Problem], seed: int):
-        self.problems, self.seed, self.epoch, self.pos = problems, seed, 0, 0
-        self._order = self._permutation()
-
-    def _permutation(self) -> list[int]:
-        order = list(range(len(self.problems)))
-        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
-        return order
-
-    def take(self, n: int) -> list[Problem]:
-        out = []
-        while len(out) < n:
-            if self.pos == len(self._order):
-                self.epoch, self.pos = self.epoch + 1, 0
-                self._order = self._permutation()
-            out.append(self.problems[self._order[self.pos]])
-            self.pos += 1
-        return out
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos}
-
-    def load_state_dict(self, s: dict) -> None:
-        self.epoch, self.pos = s["epoch"], s["pos"]
-        self._order = self._permutation()
-
-
 # --------------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------------
@@ -131,15 +102,113 @@ class Trainer:
         self.pending: Batch | None = None  # stale mode: batch with initials + chosen branches, awaiting continuations
         self.cumulative_tokens = 0
         self.nonfinite_skipped = 0
-        self.sep_ids, self.nl_ids, self.think_id = self._separator_vocab()
+        self.sep_ids, self.nl_ids, self.think_id = (separator_token_ids(tokenizer), newline_token_ids(tokenizer),
+                                                    think_end_token_id(tokenizer))
         self._adapter_dir: str | None = None   # tmpfs folder of the adapter versions sent to the sidecar
         self._last_dumps: list[dict] = []
 
-    def _separator_vocab(self):
-        from attnrl_mini.algorithm.steps import newline_token_ids, separator_token_ids, think_end_token_id
-        return separator_token_ids(self.tok), newline_token_ids(self.tok), think_end_token_id(self.tok)
+    # ---- one step: the paper's algorithm box ---------------------------------------------------
+    def train_step(self) -> dict:
+        """One policy update θ_{m-1} → θ_m (docs/design.md, "One training step").
 
-    # ---- phase helpers -----------------------------------------------------------------------
+        The two schedules differ only in when batch m's continuations are sampled. One-step-stale: in
+        the same generation call as batch m+1's initials (batch m's branch prefixes were chosen one step
+        earlier). On-policy: in a second call, right after batch m's own initials were scored.
+        """
+        cfg, m = self.cfg, self.step + 1
+        secs: dict[str, float] = {}
+        # 1-3. sample, grade, score (old log-probs, entropies, FCI) and choose branch prefixes (Eq. 7-9)
+        if cfg.one_step_stale:
+            batch = self.pending
+            nxt = None if m == cfg.steps else self._new_batch()
+            comps, plan = self._rollout(nxt, batch, self._gen_seed(m), secs)
+            self.pending = nxt
+        else:
+            batch = self._new_batch()
+            comps, plan = self._rollout(batch, None, self._gen_seed(m), secs)
+            if batch.branches:
+                comps += self._rollout(None, batch, self._gen_seed(m) + 1, secs)[0]
+
+        # 4. trees, advantages (Eq. 2-3), zero-advantage filter, PPO update θ_{m-1} → θ_m, batch size (Eq. 10)
+        with _phase(secs, "train"):
+            seqs, self._last_dumps = self._training_sequences(batch)
+            n_built = len(seqs)
+            # valid samples: sequences of prompts whose leaves do not all share one reward (§e.2), whether
+            # or not the filter then drops the others
+            n_valid = len(with_signal := adaptive.drop_zero_advantage_prompts(seqs))
+            if cfg.zero_adv_filter:
+                seqs = with_signal
+            update_stats = self._update(seqs) if seqs else {"optimizer_steps": 0}
+            if cfg.dynamic_batch:
+                self.prompt_batch_size = self.batch_ctl.next_batch_size(self.prompt_batch_size, len(seqs))
+
+        # 5. the generator samples θ_m from now on
+        with _phase(secs, "publish"):
+            self.step = m
+            self._publish_adapter()
+        return {**plan, **self._step_metrics(batch, comps, seqs, n_built, n_valid, update_stats, secs)}
+
+    def warmup(self) -> dict:
+        """Stale mode's first generation call: batch 1's initials and branch prefixes, nothing to train."""
+        secs: dict[str, float] = {}
+        batch = self._new_batch()
+        self._rollout(batch, None, self._gen_seed(0), secs)
+        self.pending = batch
+        return secs
+
+    def _rollout(self, initials_of: Batch | None, continuations_of: Batch | None, seed: int,
+                 secs: dict[str, float]) -> tuple[list, dict]:
+        """Steps 1-3 for ONE generation call: G initial responses for every prompt of `initials_of` and T
+        continuations for every branch prefix of `continuations_of`; grade them all; score the new
+        initials and choose their branch prefixes; attach the continuations. Returns (completions, the
+        scoring's metrics)."""
+        init_reqs = self._initial_requests(initials_of) if initials_of else []
+        branch_reqs = self._branch_requests(continuations_of) if continuations_of else []
+        with _phase(secs, "generate"):
+            comps = self.generator.generate(init_reqs + branch_reqs, temperature=self.cfg.temperature, seed=seed)
+        self.cumulative_tokens += _count_tokens(comps)
+        init_comps, branch_comps = comps[:len(init_reqs)], comps[len(init_reqs):]
+        with _phase(secs, "grade"):
+            texts_i, ans_i = self._texts(initials_of, init_comps, branch=False) if initials_of else ([], [])
+            texts_b, ans_b = self._texts(continuations_of, branch_comps, branch=True) if continuations_of else ([], [])
+            rewards = self.grader.grade(texts_i + texts_b, ans_i + ans_b)
+        plan = {}
+        with _phase(secs, "score"):
+            if initials_of:
+                self._attach_initials(initials_of, init_comps, rewards[:len(texts_i)])
+                plan = self._score_and_plan(initials_of)
+            if continuations_of:
+                self._attach_continuations(continuations_of, branch_comps, rewards[len(texts_i):])
+        return comps, plan
+
+    def _step_metrics(self, batch: Batch, comps, seqs, n_built: int, n_valid: int, update_stats: dict,
+                      secs: dict[str, float]) -> dict:
+        """One metrics.jsonl record (README "Using it" lists the fields)."""
+        accs = [g.accuracy for g in batch.groups]
+        cont_rewards = [x for g in batch.groups for x in g.continuation_rewards]
+        return {
+            "step": self.step,
+            "train_accuracy": sum(accs) / len(accs),
+            "reward": sum(accs) / len(accs),
+            "continuation_accuracy": (sum(cont_rewards) / len(cont_rewards)) if cont_rewards else None,
+            "prompts": len(batch.groups),
+            "next_prompt_batch": self.prompt_batch_size,
+            "sequences_built": n_built,
+            "sequences_trained": len(seqs),
+            "trained_tokens": sum(len(s.response_ids) for s in seqs),
+            "valid_ratio": n_valid / n_built if n_built else 0.0,
+            "trained_valid_ratio": n_valid / len(seqs) if seqs else 0.0,   # 1.0 whenever the zero-adv filter is on
+            "prompt_valid_ratio": _prompt_valid_ratio(batch),
+            "generated_tokens": _count_tokens(comps),
+            "cumulative_generated_tokens": self.cumulative_tokens,
+            "nonfinite_skipped": self.nonfinite_skipped,
+            "generator": self.generator.name,
+            **update_stats,
+            **{f"seconds_{k}": round(v, 3) for k, v in secs.items()},
+            "branch_stats": _branch_stats(batch),
+        }
+
+    # ---- steps 1-3: requests, grading, scoring and planning -----------------------------------
     def _new_batch(self) -> Batch:
         self.batches_sampled += 1
         problems = self.stream.take(self.prompt_batch_size)
@@ -255,6 +324,7 @@ class Trainer:
             for cont, s in zip(where, scored):
                 cont.logprobs = s.logprobs.tolist()
 
+    # ---- step 4: trees, advantages, the update ------------------------------------------------
     def _training_sequences(self, batch: Batch) -> tuple[list[tree.TrainSequence], list[dict]]:
         """Step 4: trees and advantages (Eq. 2-3), or GRPO's group-normalised advantage."""
         seqs, dumps = [], []
@@ -374,133 +444,7 @@ class Trainer:
                                      self.pad_id, chunk)
         return packing.gather_paths(packing.packed_token_logprobs(self.model, packed, chunk), packed)
 
-    # ---- one step ------------------------------------------------------------------------------
-    def warmup(self) -> dict:
-        """Stale mode's first generation call: initials of batch 1 only, nothing to train."""
-        t = {}
-        batch = self._new_batch()
-        t0 = time.time()
-        comps = self.generator.generate(self._initial_requests(batch), temperature=self.cfg.temperature,
-                                        seed=self._gen_seed(0))
-        t["generate"] = time.time() - t0
-        self.cumulative_tokens += _count_tokens(comps)
-        t0 = time.time()
-        texts, answers = self._texts(batch, comps, branch=False)
-        self._attach_initials(batch, comps, self.grader.grade(texts, answers))
-        t["grade"] = time.time() - t0
-        t0 = time.time()
-        self._score_and_plan(batch)
-        t["score"] = time.time() - t0
-        self.pending = batch
-        return t
-
-    def train_step(self) -> dict:
-        """One policy update θ_{m-1} → θ_m (all of "One training step" in docs/design.md)."""
-        cfg, m = self.cfg, self.step + 1
-        secs: dict[str, float] = {}
-        metrics: dict = {}
-        last = m == cfg.steps
-        if cfg.one_step_stale:
-            batch = self.pending
-            nxt = None if last else self._new_batch()
-            # 1. ONE generation call: initials of batch m+1 and continuations of batch m
-            init_reqs = self._initial_requests(nxt) if nxt else []
-            branch_reqs = self._branch_requests(batch)
-            t0 = time.time()
-            comps = self.generator.generate(init_reqs + branch_reqs, temperature=cfg.temperature, seed=self._gen_seed(m))
-            secs["generate"] = time.time() - t0
-            init_comps, branch_comps = comps[:len(init_reqs)], comps[len(init_reqs):]
-            # 2. grade
-            t0 = time.time()
-            texts_i, ans_i = self._texts(nxt, init_comps, branch=False) if nxt else ([], [])
-            texts_b, ans_b = self._texts(batch, branch_comps, branch=True)
-            rewards = self.grader.grade(texts_i + texts_b, ans_i + ans_b)
-            secs["grade"] = time.time() - t0
-            # 3. score batch m+1 (old log-probs, entropies, FCI) and choose its branch prefixes
-            t0 = time.time()
-            if nxt:
-                self._attach_initials(nxt, init_comps, rewards[:len(texts_i)])
-                metrics.update(self._score_and_plan(nxt))
-            self._attach_continuations(batch, branch_comps, rewards[len(texts_i):])
-            secs["score"] = time.time() - t0
-            self.pending = nxt
-        else:
-            batch = self._new_batch()
-            t0 = time.time()
-            init_comps = self.generator.generate(self._initial_requests(batch), temperature=cfg.temperature,
-                                                 seed=self._gen_seed(m))
-            secs["generate"] = time.time() - t0
-            t0 = time.time()
-            texts, answers = self._texts(batch, init_comps, branch=False)
-            self._attach_initials(batch, init_comps, self.grader.grade(texts, answers))
-            secs["grade"] = time.time() - t0
-            t0 = time.time()
-            metrics.update(self._score_and_plan(batch))
-            secs["score"] = time.time() - t0
-            branch_comps = []
-            if batch.branches:  # the on-policy variant's second generation call
-                t0 = time.time()
-                branch_comps = self.generator.generate(self._branch_requests(batch), temperature=cfg.temperature,
-                                                       seed=self._gen_seed(m) + 1)
-                secs["generate"] += time.time() - t0
-                t0 = time.time()
-                texts, answers = self._texts(batch, branch_comps, branch=True)
-                rewards = self.grader.grade(texts, answers)
-                secs["grade"] += time.time() - t0
-                t0 = time.time()
-                self._attach_continuations(batch, branch_comps, rewards)
-                secs["score"] += time.time() - t0
-            comps = init_comps + branch_comps
-        generated = _count_tokens(comps)
-        self.cumulative_tokens += generated
-
-        # 4. trees, advantages, filters, PPO update on batch m
-        t0 = time.time()
-        seqs, dumps = self._training_sequences(batch)
-        n_built = len(seqs)
-        # valid samples: sequences of prompts whose leaves do not all share one reward (§e.2), whether
-        # or not the filter then drops the others
-        with_signal = adaptive.drop_zero_advantage_prompts(seqs)
-        valid = len(with_signal)
-        if cfg.zero_adv_filter:
-            seqs = with_signal
-        update_stats = self._update(seqs) if seqs else {"optimizer_steps": 0}
-        if cfg.dynamic_batch:
-            self.prompt_batch_size = self.batch_ctl.next_batch_size(self.prompt_batch_size, len(seqs))
-        secs["train"] = time.time() - t0
-
-        # 5. the generator samples θ_m from now on
-        t0 = time.time()
-        self.step = m
-        self._publish_adapter()
-        secs["publish"] = time.time() - t0
-
-        accs = [g.accuracy for g in batch.groups]
-        cont_rewards = [x for g in batch.groups for x in g.continuation_rewards]
-        metrics.update({
-            "step": m,
-            "train_accuracy": sum(accs) / len(accs),
-            "reward": sum(accs) / len(accs),
-            "continuation_accuracy": (sum(cont_rewards) / len(cont_rewards)) if cont_rewards else None,
-            "prompts": len(batch.groups),
-            "next_prompt_batch": self.prompt_batch_size,
-            "sequences_built": n_built,
-            "sequences_trained": len(seqs),
-            "trained_tokens": sum(len(s.response_ids) for s in seqs),
-            "valid_ratio": valid / n_built if n_built else 0.0,
-            "trained_valid_ratio": valid / len(seqs) if seqs else 0.0,   # 1.0 whenever the zero-adv filter is on
-            "prompt_valid_ratio": _prompt_valid_ratio(batch),
-            "generated_tokens": generated,
-            "cumulative_generated_tokens": self.cumulative_tokens,
-            "nonfinite_skipped": self.nonfinite_skipped,
-            "generator": self.generator.name,
-            **{k: v for k, v in update_stats.items()},
-            **{f"seconds_{k}": round(v, 3) for k, v in secs.items()},
-        })
-        metrics["branch_stats"] = _branch_stats(batch)
-        self._last_dumps = dumps
-        return metrics
-
+    # ---- step 5: publish the adapter ---------------------------------------------------------
     def _publish_adapter(self) -> None:
         """Step 5: the generator samples θ_m from now on (only the LoRA adapter travels)."""
         if self.generator.name == "hf":  # the HF backend samples from this very model
@@ -520,6 +464,14 @@ class Trainer:
 
     def _gen_seed(self, m: int) -> int:
         return self.cfg.seed * 7919 + m * 2
+
+
+@contextlib.contextmanager
+def _phase(secs: dict[str, float], name: str):
+    """Adds the block's wall-clock seconds to secs[name] (the seconds_* fields of metrics.jsonl)."""
+    t0 = time.time()
+    yield
+    secs[name] = secs.get(name, 0.0) + time.time() - t0
 
 
 def _count_tokens(comps) -> int:
@@ -577,143 +529,3 @@ def _prompt_valid_ratio(batch: Batch) -> float:
     correct or all wrong: the paper's prompt valid ratio (Fig. 6), before any filter drops a prompt."""
     mixed = [len({r.reward for r in g.rollouts} | set(g.continuation_rewards)) > 1 for g in batch.groups]
     return sum(mixed) / len(mixed)
-
-
-# --------------------------------------------------------------------------------------------
-# A whole run: build the parts, then the loop (what `python train.py` calls)
-# --------------------------------------------------------------------------------------------
-def train(cfg: Config, resume: bool = False) -> list[dict]:
-    from attnrl_mini.run import checkpoint, run_dir
-    from attnrl_mini.worlds import data
-    from attnrl_mini.tools import evaluate
-    from attnrl_mini.models import policy
-    from attnrl_mini.generation import make_generator
-    from attnrl_mini.worlds.reward import Grader
-    from attnrl_mini.run.runlog import RunLog
-    from attnrl_mini.run.tracking import Trackers, parse_report_to
-
-    log = tqdm.write
-    trackers = parse_report_to(cfg.report_to)             # a missing tracker package fails before any work
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    model_dir = policy.resolve_model(cfg.model)          # fails within seconds when it can't be found
-    device = policy.resolve_device(cfg.device)
-    tok = policy.load_tokenizer(model_dir)
-    model = policy.load_model(model_dir, dtype=cfg.dtype, device=device, load_in_4bit=cfg.load_in_4bit)
-    model = policy.add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules, cfg.gradient_checkpointing)
-    if cfg.init_adapter:   # the starting weights only (--resume, below, restores a whole run)
-        try:
-            adapter_dir = checkpoint.resolve_adapter(cfg.init_adapter, "--init-adapter")
-        except FileNotFoundError as e:
-            raise policy.AdapterError(str(e)) from None
-        policy.init_from_adapter(model, adapter_dir, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules,
-                                 model_dir, log=log)
-        log(f"[attnrl] LoRA weights initialised from {adapter_dir}")
-
-    from attnrl_mini.worlds import run_problems
-    train_problems, eval_problems = run_problems(cfg)   # a built-in world's, or the data files'
-    encode = lambda p: data.encode_prompt(tok, p)   # noqa: E731  (the toy worlds' own template for their problems)
-    n_all = len(train_problems)
-    # release: overlong prompts filtered
-    train_problems = [p for p in train_problems if data.prompt_fits(tok, p, cfg.max_prompt_tokens)]
-    if not train_problems:
-        raise ValueError(f"no training problem fits max_prompt_tokens={cfg.max_prompt_tokens}")
-
-    runlog = RunLog(cfg.out)
-    if not resume and runlog.has_records():
-        raise FileExistsError(f"{cfg.out} already holds a run; pass --resume to continue it or --out for a new one")
-    for stale in checkpoint.remove_unfinished(cfg.out):
-        log(f"[attnrl] removed {stale}: a checkpoint whose save never finished")
-    runlog.trackers = Trackers(trackers, cfg.out, asdict(cfg)) if trackers else None
-
-    grader = Grader(timeout=5.0)
-    generator = make_generator(
-        cfg.generator, tokenizer=tok, model_dir=model_dir, model=model, dtype=cfg.dtype, device=str(device),
-        max_lora_rank=cfg.lora_rank, max_model_len=cfg.max_prompt_tokens + cfg.max_response_tokens,
-        gpu_memory_utilization=cfg.gpu_memory_utilization, vllm_url=cfg.vllm_url, seed=cfg.seed, log=log,
-        load_in_4bit=cfg.load_in_4bit, vocab_guard=cfg.vocab_guard)
-    log(f"[attnrl] model {model_dir} | algo {cfg.algo} | generator {generator.name} | device {device} | "
-        f"{len(train_problems)}/{n_all} training problems fit | out {cfg.out}")
-
-    def held_out_eval() -> float:
-        res = evaluate.evaluate_problems(generator, tok, eval_problems, k=1, temperature=cfg.eval_temperature,
-                                         max_new_tokens=cfg.max_response_tokens, grader=grader, seed=cfg.seed + 12345,
-                                         encode=encode)
-        return res.avg_at_k
-
-    trainer = Trainer(cfg, model, tok, generator, grader, train_problems, encode, log=log)
-    history = []
-    try:
-        ckpt = checkpoint.load_latest_checkpoint(trainer, cfg.out, warn=log) if resume else None
-        if ckpt:
-            trainer._publish_adapter()
-            runlog.truncate_after(trainer.step, warn=log)
-            for c in run_dir.write_config(cfg, step=trainer.step):
-                log(f"[attnrl] --{c['field'].replace('_', '-')} changed from {c['from']!r} to {c['to']!r} at step {c['step']}")
-            log(f"[attnrl] resumed from {ckpt} at step {trainer.step}")
-            if cfg.one_step_stale and trainer.pending is None and trainer.step < cfg.steps:
-                trainer.warmup()  # a finished run extended: its last step sampled no next batch, so sample one now
-                log(f"[attnrl] extending a finished run: sampled a fresh batch with the step-{trainer.step} adapter")
-        else:
-            if resume:
-                log(f"[attnrl] --resume: no checkpoint in {cfg.out}/checkpoints, starting from scratch")
-                runlog.truncate_after(-1, warn=log)  # records of a run killed before its first checkpoint are redone
-            run_dir.write_config(cfg)
-            t0 = time.time()
-            record = {"step": 0, "generator": generator.name, "eval_accuracy": held_out_eval(),
-                      "seconds_eval": round(time.time() - t0, 3)}
-            if cfg.one_step_stale:
-                secs = trainer.warmup()
-                record.update({f"seconds_{k}": round(v, 3) for k, v in secs.items()})
-                record["train_accuracy"] = sum(g.accuracy for g in trainer.pending.groups) / len(trainer.pending.groups)
-                record["generated_tokens"] = trainer.cumulative_tokens
-            record.update({"cumulative_generated_tokens": trainer.cumulative_tokens, "valid_ratio": None,
-                           "seconds": round(time.time() - t0, 3)})
-            record.setdefault("train_accuracy", None)
-            record.setdefault("generated_tokens", 0)
-            summary = f"[attnrl] step 0: held-out accuracy {record['eval_accuracy']:.3f}"
-            runlog.write_metrics(record, summary)
-            log(summary)
-        bar = tqdm(range(trainer.step, cfg.steps), initial=trainer.step, total=cfg.steps, desc=cfg.algo, unit="step")
-        for _ in bar:
-            t0 = time.time()
-            metrics = trainer.train_step()
-            m = metrics["step"]
-            budget_spent = bool(cfg.max_generated_tokens) and trainer.cumulative_tokens >= cfg.max_generated_tokens
-            if m % cfg.eval_every == 0 or m == cfg.steps or budget_spent:
-                te = time.time()
-                metrics["eval_accuracy"] = held_out_eval()
-                metrics["seconds_eval"] = round(time.time() - te, 3)
-            metrics["seconds"] = round(time.time() - t0, 3)
-            metrics["grader_timeouts"] = grader.stats()["timeouts"]
-            summary = _summary_line(metrics)
-            runlog.write_metrics(metrics, summary)
-            runlog.write_trees(m, trainer._last_dumps)
-            history.append(metrics)
-            log(summary)
-            if m % cfg.save_every == 0 or m == cfg.steps:
-                checkpoint.save_checkpoint(trainer, cfg.out)
-            if "eval_accuracy" in metrics:
-                runlog.plot()
-            if budget_spent:
-                log(f"[attnrl] generated-token budget {cfg.max_generated_tokens} spent at step {m}")
-                if m % cfg.save_every:
-                    checkpoint.save_checkpoint(trainer, cfg.out)
-                break
-        runlog.plot()
-    finally:
-        trainer.close()
-        generator.close()
-        grader.close()
-        runlog.close()
-    return history
-
-
-def _summary_line(m: dict) -> str:
-    ev = f" | eval {m['eval_accuracy']:.3f}" if "eval_accuracy" in m else ""
-    phases = " ".join(f"{k[8:]} {v:.1f}s" for k, v in m.items() if k.startswith("seconds_"))
-    return (f"step {m['step']:4d} | reward {m['reward']:.3f} | acc {m['train_accuracy']:.3f}{ev} | "
-            f"valid {m['valid_ratio']:.2f} | prompts {m['prompts']} | seqs {m['sequences_trained']} | "
-            f"gen tok {m['generated_tokens']} | {phases}")

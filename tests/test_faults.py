@@ -23,7 +23,7 @@ from attnrl_mini.run import checkpoint, run_dir
 from attnrl_mini.worlds import data
 from attnrl_mini.run.checkpoint import CheckpointError
 from attnrl_mini.run.config import Config, ConfigError, make_config, validate
-from attnrl_mini.trainer import train
+from attnrl_mini.run.driver import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(steps=3, prompts_per_step=2, n_initial=3, max_response_tokens=32, eval_problems=4, eval_every=2,

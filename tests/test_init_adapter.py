@@ -13,7 +13,7 @@ from attnrl_mini.tools import evaluate
 
 from attnrl_mini.models import policy
 from attnrl_mini.run.config import make_config
-from attnrl_mini.trainer import train
+from attnrl_mini.run.driver import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_EVAL = 8

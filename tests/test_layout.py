@@ -42,7 +42,7 @@ def test_the_walk_sees_known_edges():
     # guards the checks below against a walker that finds nothing
     assert "attnrl_mini.algorithm.tree" in GRAPH["attnrl_mini.algorithm.adaptive"]          # relative import
     assert "attnrl_mini.algorithm.fci" in GRAPH["attnrl_mini.trainer"]
-    assert "attnrl_mini.run.checkpoint" in GRAPH["attnrl_mini.trainer"]                       # lazy import
+    assert "attnrl_mini.run.checkpoint" in GRAPH["attnrl_mini.run.driver"]                    # lazy import
     assert "attnrl_mini.algorithm.fci_triton" in GRAPH["attnrl_mini.algorithm.fci"]           # from pkg import sub
 
 

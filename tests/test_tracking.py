@@ -11,7 +11,7 @@ import pytest
 
 from attnrl_mini.run.config import make_config
 from attnrl_mini.run.tracking import TrackerError, parse_report_to, scalars
-from attnrl_mini.trainer import train
+from attnrl_mini.run.driver import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
