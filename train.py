@@ -130,7 +130,8 @@ def main(argv=None) -> None:
 # Errors whose message already says what to fix (flag, file, line): printed as one line, no traceback.
 USER_ERRORS = [("attnrl_mini.run.config", "ConfigError"), ("attnrl_mini.worlds.data", "DataError"),
                ("attnrl_mini.run.checkpoint", "CheckpointError"), ("attnrl_mini.models.policy", "ModelNotFoundError"),
-               ("attnrl_mini.models.policy", "AdapterError"), ("attnrl_mini.models.policy", "DeviceError"), ("attnrl_mini.run.tracking", "TrackerError")]
+               ("attnrl_mini.models.policy", "AdapterError"), ("attnrl_mini.models.policy", "DeviceError"),
+               ("attnrl_mini.models.precision", "PrecisionError"), ("attnrl_mini.run.tracking", "TrackerError")]
 
 
 def _is_user_error(e: Exception) -> bool:
