@@ -99,6 +99,10 @@ def main(argv=None) -> None:
         if resume and run_dir.has_config(cfg.out):
             cfg = run_dir.resume_config(cfg.out, explicit)
             validate(cfg)
+        from attnrl_mini.run.host_ram import low_ram_warning
+        ram = low_ram_warning(cfg.model, cfg.generator, cfg.dtype)   # before loading: an OOM kill says nothing
+        if ram:
+            print(f"[attnrl] {ram}", file=sys.stderr)
         from attnrl_mini.worlds import data
         with warnings.catch_warnings():   # the trainer reads the files again and warns then
             warnings.simplefilter("ignore")

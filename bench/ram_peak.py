@@ -3,14 +3,17 @@
     # a toy run: the trainer process and every process it starts (the vLLM sidecar's server + engine)
     python bench/ram_peak.py train -- --steps 10 --eval-problems 100 --out /tmp/ram_toy
     python bench/ram_peak.py train -- --steps 10 --eval-problems 100 --generator vllm --out /tmp/ram_vllm
-    # the 1.5B presets' loading path on the CPU: a random model of Qwen2.5-Math-1.5B's shape, saved in
-    # the preset's dtype, then policy.load_model + add_lora (rank 32, 7 projections) + AdamW state
+    # the 1.5B presets' loading path on the CPU: a random model of Qwen2.5-Math-1.5B's shape, saved in bf16,
+    # then policy.load_model + add_lora (rank 32, 7 projections) + AdamW state + one forward/backward
     python bench/ram_peak.py load --model-dir /tmp/qwen15_random --dtype bfloat16
 
 Each measured command runs as a child process; this one polls it and its descendants every 0.1 s
-(/proc). Per process it reports VmHWM, the kernel's own high-water mark of that process's RSS (exact,
-except growth in the last 0.1 s before it exits); "together" is the largest sum of the sampled RSS of
-all of them at one moment. RSS counts shared pages (libraries, a model file mapped by two processes)
+(/proc). `trainer_gib` is the command's own VmHWM, the kernel's high-water mark of its RSS (exact,
+except growth in the last 0.1 s before it exits); `trainer_anon_gib` the largest sampled RssAnon, its
+private memory without file pages (a memory-mapped weight file, libraries). `sidecar` is the vLLM
+server with every descendant (engine core, ...), `other` the rest it starts (the grader's workers);
+for each: the largest member's VmHWM, the sum of the members' VmHWMs, and the largest sampled sum
+of their RSS at one moment; `together_gib` is that largest sum over all processes. RSS counts shared pages (libraries, a model file mapped by two processes)
 once per process, so sums are upper bounds. Linux only.
 """
 from __future__ import annotations
@@ -56,35 +59,45 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+SIDECAR = "vllm.entrypoints"   # the vLLM server's command line; its descendants (engine core, ...) belong to it
+
+
 def peak_rss(cmd: list[str], interval: float = 0.1, env: dict | None = None) -> dict:
-    """Run `cmd`; the peak RSS (GiB) of its process, of each descendant, and of all of them together."""
+    """Run `cmd`; the peak RSS (GiB) of its own process, of the vLLM sidecar (its server and every
+    descendant) and of the other processes it starts (the grader's workers, compiler helpers)."""
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     hwm: dict[int, int] = {}          # pid -> VmHWM KiB (last read)
-    names: dict[int, str] = {proc.pid: "trainer"}
-    together = 0
+    kind: dict[int, str] = {}         # pid -> "sidecar" | "other"
+    peak_now = {"sidecar": 0, "other": 0}   # largest sampled RSS sum of each kind at one moment
+    together = anon = 0
     t0 = time.time()
     while proc.poll() is None:
-        tree, todo = [], [proc.pid]
+        anon = max(anon, _status_kib(proc.pid, "RssAnon"))
+        now = {"trainer": 0, "sidecar": 0, "other": 0}
+        todo = [(proc.pid, "trainer")]
         while todo:
-            p = todo.pop()
-            tree.append(p)
-            todo += _children(p)
-        now = 0
-        for p in tree:
-            if p not in names:
-                names[p] = _cmdline(p)[:120]
+            p, k = todo.pop()
+            if p != proc.pid:   # the command line is read each time: a fresh fork shows its parent's until exec
+                k = "sidecar" if k == "sidecar" or SIDECAR in _cmdline(p) else "other"
+                kind[p] = k
             rss = _status_kib(p, "VmRSS")
             if rss:   # a zombie reads 0: keep its last high-water mark
                 hwm[p] = max(hwm.get(p, 0), _status_kib(p, "VmHWM"))
-                now += rss
-        together = max(together, now)
+                now[k] += rss
+            todo += [(c, k) for c in _children(p)]
+        for k in peak_now:
+            peak_now[k] = max(peak_now[k], now[k])
+        together = max(together, sum(now.values()))
         time.sleep(interval)
     gib = lambda kib: round(kib * 1024 / GIB, 2)   # noqa: E731
-    return {"command": " ".join(cmd), "returncode": proc.returncode, "seconds": round(time.time() - t0, 1),
-            "trainer_gib": gib(hwm.get(proc.pid, 0)),
-            "children": [{"pid": p, "cmd": names[p], "peak_gib": gib(k)} for p, k in hwm.items() if p != proc.pid],
-            "children_sum_gib": gib(sum(k for p, k in hwm.items() if p != proc.pid)),
-            "together_gib": gib(together)}
+    out = {"command": " ".join(cmd), "returncode": proc.returncode, "seconds": round(time.time() - t0, 1),
+           "trainer_gib": gib(hwm.get(proc.pid, 0)), "trainer_anon_gib": gib(anon)}
+    for k in ("sidecar", "other"):
+        members = [p for p in kind if kind[p] == k]
+        out[k] = {"processes": len(members), "largest_process_gib": gib(max([hwm.get(p, 0) for p in members] or [0])),
+                  "sum_of_peaks_gib": gib(sum(hwm.get(p, 0) for p in members)), "peak_together_gib": gib(peak_now[k])}
+    out["together_gib"] = gib(together)
+    return out
 
 
 LOAD = """
@@ -99,6 +112,12 @@ for p in model.parameters():   # AdamW's two fp32 moments exist after the first 
         p.grad = torch.zeros_like(p)
 opt.step()
 print("loaded", sum(p.numel() for p in model.parameters()), "parameters")
+# the weights are memory-mapped from the safetensors file: only a pass reads them all in (as the trainer's
+# first forward does, or .to("cuda") on a GPU machine); one LoRA forward + backward over 32 tokens
+ids = torch.randint(0, 151643, (1, 32))
+model.train()
+model(input_ids=ids).logits.float().logsumexp(-1).mean().backward()
+print("one forward + backward done")
 """
 
 BUILD = """

@@ -49,7 +49,7 @@ def exported(tmp_path_factory):
     model.save_pretrained(str(adapter))
     (adapter.parent / "trainer_state.pt").write_bytes(b"")
     (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
-    emitted = export.main(["verl", "--run", str(run), "--out", str(out)])
+    emitted = export.main(["verl", "--run", str(run), "--out", str(out), "--check"])   # fails here if verl refuses it
     return cfg, problems, adapter, out, emitted
 
 

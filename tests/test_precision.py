@@ -147,3 +147,15 @@ def test_fp16_overflow_is_skipped_counted_and_halves_the_scale(tmp_path):
     assert stats["optimizer_steps"] == 0 and t16.nonfinite_skipped == 1
     assert stats["loss_scale"] == 2.0 ** 39
     assert torch.equal(_lora(t16.model), before)   # the step was skipped: weights untouched
+
+
+def test_low_ram_warning():
+    from attnrl_mini.run import host_ram
+    toy = host_ram.needed_gib("toy", "hf", "auto")[0]
+    assert host_ram.low_ram_warning("toy", "hf", "auto", available=toy + 0.1) is None
+    msg = host_ram.low_ram_warning("toy", "hf", "auto", available=toy / 2)
+    assert msg.startswith(f"warning: this machine has {toy / 2:.1f} GiB of RAM free, but the toy trainer peaked at")
+    assert "--generator hf" in host_ram.low_ram_warning("toy", "vllm", "float32", available=0.5)
+    qwen = host_ram.needed_gib("Qwen/Qwen2.5-Math-1.5B", "hf", "auto")[0]
+    assert qwen > toy and host_ram.low_ram_warning("Qwen/Qwen2.5-Math-1.5B", "hf", "float16", available=qwen - 1)
+    assert host_ram.needed_gib("/some/other/model", "hf", "float32") is None   # nothing measured: no warning
