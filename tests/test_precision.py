@@ -159,3 +159,18 @@ def test_low_ram_warning():
     qwen = host_ram.needed_gib("Qwen/Qwen2.5-Math-1.5B", "hf", "auto")[0]
     assert qwen > toy and host_ram.low_ram_warning("Qwen/Qwen2.5-Math-1.5B", "hf", "float16", available=qwen - 1)
     assert host_ram.needed_gib("/some/other/model", "hf", "float32") is None   # nothing measured: no warning
+
+
+def test_train_py_warns_before_loading_when_ram_is_short(tmp_path, monkeypatch, capsys):
+    import train
+    from attnrl_mini import trainer
+    from attnrl_mini.run import host_ram
+
+    def stop(cfg, resume=False):
+        raise KeyboardInterrupt   # train.py's own clean exit: nothing loaded
+    monkeypatch.setattr(host_ram, "available_gib", lambda: 0.4)
+    monkeypatch.setattr(trainer, "train", stop)
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert "[attnrl] warning: this machine has 0.4 GiB of RAM free, but the toy trainer peaked at 1.1 GiB" in err
