@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-dir", default=None, help="write eval.json and generations.jsonl here")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="auto = bfloat16 on CUDA, float32 on CPU")
+                   help="auto = bfloat16 on a GPU of compute capability >= 8.0, float16 below, float32 on CPU")
     p.add_argument("--vllm-url", default="", help="use a vLLM server started elsewhere")
     p.add_argument("--gpu-memory-utilization", type=float, default=None,
                    help="vLLM's share of GPU memory (default 0.85 on CUDA, 0.2 on CPU)")
@@ -216,7 +216,8 @@ def main(argv=None) -> dict:
     temperature = args.temperature if args.temperature is not None else (1.0 if toy else 0.6)
     max_new_tokens = args.max_new_tokens or default_max_new_tokens(model_dir, toy)
     device = policy.resolve_device(args.device)
-    dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
+    from attnrl_mini.models.precision import resolve_dtype
+    dtype = resolve_dtype(args.dtype, device)   # auto: bf16 on a GPU of compute capability >= 8.0, fp16 below, fp32 on CPU
 
     tokenizer = policy.load_tokenizer(model_dir)
     suites = []   # (name, problems, k, encode)
@@ -281,7 +282,8 @@ def _user_error(e: BaseException) -> bool:
     from attnrl_mini.run.checkpoint import CheckpointError
     from attnrl_mini.worlds.data import DataError
     from attnrl_mini.models.policy import DeviceError, ModelNotFoundError
-    return isinstance(e, (CheckpointError, DataError, DeviceError, ModelNotFoundError, FileNotFoundError))
+    from attnrl_mini.models.precision import PrecisionError
+    return isinstance(e, (CheckpointError, DataError, DeviceError, ModelNotFoundError, PrecisionError, FileNotFoundError))
 
 
 if __name__ == "__main__":

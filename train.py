@@ -99,6 +99,10 @@ def main(argv=None) -> None:
         if resume and run_dir.has_config(cfg.out):
             cfg = run_dir.resume_config(cfg.out, explicit)
             validate(cfg)
+        from attnrl_mini.run.host_ram import low_ram_warning
+        ram = low_ram_warning(cfg.model, cfg.generator, cfg.dtype)   # before loading: an OOM kill says nothing
+        if ram:
+            print(f"[attnrl] {ram}", file=sys.stderr)
         from attnrl_mini.worlds import data
         with warnings.catch_warnings():   # the trainer reads the files again and warns then
             warnings.simplefilter("ignore")
@@ -130,7 +134,8 @@ def main(argv=None) -> None:
 # Errors whose message already says what to fix (flag, file, line): printed as one line, no traceback.
 USER_ERRORS = [("attnrl_mini.run.config", "ConfigError"), ("attnrl_mini.worlds.data", "DataError"),
                ("attnrl_mini.run.checkpoint", "CheckpointError"), ("attnrl_mini.models.policy", "ModelNotFoundError"),
-               ("attnrl_mini.models.policy", "AdapterError"), ("attnrl_mini.models.policy", "DeviceError"), ("attnrl_mini.run.tracking", "TrackerError")]
+               ("attnrl_mini.models.policy", "AdapterError"), ("attnrl_mini.models.policy", "DeviceError"),
+               ("attnrl_mini.models.precision", "PrecisionError"), ("attnrl_mini.run.tracking", "TrackerError")]
 
 
 def _is_user_error(e: Exception) -> bool:

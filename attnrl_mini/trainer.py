@@ -35,6 +35,7 @@ from attnrl_mini.algorithm.loss import ppo_loss
 from attnrl_mini.algorithm.steps import newline_token_ids, segment_steps, separator_token_ids, think_end_token_id
 from attnrl_mini.algorithm.tree import Continuation, Rollout
 from attnrl_mini.generation import GenRequest, logprob_mismatch
+from attnrl_mini.models import precision
 from attnrl_mini.run.config import Config
 from attnrl_mini.worlds.problem import Problem, ProblemStream
 
@@ -93,6 +94,7 @@ class Trainer:
         self.rng = random.Random(cfg.seed)
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+        self.scaler = precision.grad_scaler(model, self.device)   # loss scaling for an fp16 model, else a pass-through
         self.running_fci = adaptive.RunningMean(kind=cfg.running_mean, alpha=cfg.running_mean_ema)
         self.batch_ctl = adaptive.BatchSizeController(
             cfg.prompts_per_step, cfg.target_sequences, lam=cfg.batch_lambda, max_prompts=cfg.max_prompts_per_step)
@@ -384,23 +386,28 @@ class Trainer:
                 logp = self._path_logprobs(micro, packed)
                 loss, stats = ppo_loss(logp, old, ref, adv, mask, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
                                        clip_c=cfg.clip_c, kl_coef=cfg.kl_coef, n_tokens=n_tokens)
-                loss.backward()
+                self.scaler.scale(loss).backward()
                 computed += sum(t.n_response_tokens for t in packed) if packed else int(mask.sum().item())
                 w = mask.sum().item() / n_tokens
                 for k, v in stats.items():
                     stats_acc[k] = stats_acc.get(k, 0.0) + w * float(v)
             params = [p for p in self.model.parameters() if p.requires_grad]
+            self.scaler.unscale_(self.optimizer)   # fp16: true gradients before the clip
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             if not torch.isfinite(grad_norm):  # skip and count, as verl does
                 self.nonfinite_skipped += 1
+                self.scaler.update()   # fp16: the overflow halves the loss scale
                 self.optimizer.zero_grad(set_to_none=True)
                 continue
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             n_updates += 1
             stats_acc["grad_norm"] = stats_acc.get("grad_norm", 0.0) + float(grad_norm)
         n_mb = max(1, math.ceil(len(seqs) / cfg.mini_batch_sequences))
         out = {k: v / n_mb for k, v in stats_acc.items()}
         out["optimizer_steps"] = n_updates
+        if self.scaler.is_enabled():   # fp16: the loss scale after this step's updates
+            out["loss_scale"] = self.scaler.get_scale()
         out["update_computed_tokens"] = computed   # response tokens run through the model (< trained when shared)
         return out
 

@@ -37,9 +37,13 @@ SECTION_RE = re.compile(r"§((?:0|[a-j])(?:\.\d+)*(?:[–-](?:\d+|[a-j]))?)(?![\
 NODE_RE = re.compile(r"(tests/test_\w+\.py)::(test_\w+)")
 
 
+VENDORED = {"verl-0.9.1", "attnrl-378c38e"}   # in attnrl_mini/tools/verl_config/: other projects' files, copied unmodified (their paths are theirs)
+
+
 def skipped_dir(name: str, top: bool) -> bool:
-    """Hidden folders (.git, a .venv, caches) except .ci, __pycache__, and top-level run outputs."""
-    return (name.startswith(".") and name != ".ci") or name == "__pycache__" or (top and name in RUN_OUTPUTS)
+    """Hidden folders (.git, a .venv, caches) except .ci, __pycache__, top-level run outputs, vendored copies."""
+    return (name.startswith(".") and name != ".ci") or name == "__pycache__" or (top and name in RUN_OUTPUTS) \
+        or name in VENDORED
 
 
 @functools.cache

@@ -12,7 +12,7 @@ import torch
 
 from attnrl_mini.worlds import data
 
-from attnrl_mini.tools import export
+from attnrl_mini.tools import export, export_check
 
 from attnrl_mini.models import policy
 from attnrl_mini.run.config import Config, make_config
@@ -49,7 +49,7 @@ def exported(tmp_path_factory):
     model.save_pretrained(str(adapter))
     (adapter.parent / "trainer_state.pt").write_bytes(b"")
     (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
-    emitted = export.main(["verl", "--run", str(run), "--out", str(out)])
+    emitted = export.main(["verl", "--run", str(run), "--out", str(out), "--check"])   # fails here if verl refuses it
     return cfg, problems, adapter, out, emitted
 
 
@@ -106,3 +106,82 @@ def test_key_lists_catch_a_wrong_key_and_every_field_is_accounted_for():
     assert "algorithm.split_criterion" not in valid_keys("attnrl_recipe_config_keys.txt")   # only as +key
     mapped = {m.field for m in export.KEY_MAP} | set(export.UNMAPPED)   # a new Config field must be placed here
     assert mapped == {f.name for f in dataclasses.fields(Config)}
+
+
+# ---- export verl --check: Hydra composition against verl 0.9.1's and the recipe's config files ----------------
+
+def _planted(out, tmp_path, script, old, new):
+    """A copy of the export's two scripts with one override of `script` rewritten."""
+    import shutil
+    for name in export_check.TARGETS:
+        shutil.copy(out / name, tmp_path / name)
+    text = (tmp_path / script).read_text()
+    assert old in text
+    (tmp_path / script).write_text(text.replace(old, new))
+    return tmp_path
+
+
+def test_check_passes_on_our_export(exported, capsys):
+    _, _, _, out, _ = exported
+    export_check.main([str(out)])
+    said = capsys.readouterr().out
+    assert "run_verl_grpo.sh: " in said and "compose against verl 0.9.1 ppo_trainer.yaml" in said
+    assert "run_attnrl_recipe.sh: " in said
+    text = (out / "run_verl_grpo.sh").read_text()   # verl 0.9.x spellings, not the legacy ones
+    assert "reward.custom_reward_function.path=" in text and "\n    custom_reward_function" not in text
+    assert "actor_rollout_ref.actor.optim.clip_grad=1.0" in text and "actor.grad_clip" not in text
+
+
+@pytest.mark.parametrize("script, old, new, key", [
+    ("run_verl_grpo.sh", "actor_rollout_ref.actor.clip_ratio_high=", "actor_rollout_ref.actor.clip_ratio_hihg=",
+     "actor_rollout_ref.actor.clip_ratio_hihg: no such key in verl 0.9.1"),
+    ("run_verl_grpo.sh", "reward.custom_reward_function.name=", "reward.custom_reward_fn.name=",
+     "reward.custom_reward_fn.name: no such key"),
+    ("run_attnrl_recipe.sh", "+algorithm.split_criterion=", "algorithm.split_criterion=",
+     "algorithm.split_criterion: no such key in AttnRL recipe"),
+    ("run_attnrl_recipe.sh", "actor_rollout_ref.actor.clip_ratio_low=", "+actor_rollout_ref.actor.clip_ratio_low=",
+     "actor_rollout_ref.actor.clip_ratio_low: already in AttnRL recipe"),
+    ("run_verl_grpo.sh", "data.train_batch_size=16 ", "data.train_batch_size=sixteen ",
+     "data.train_batch_size: is int in the config (1024), got 'sixteen'"),
+    ("run_attnrl_recipe.sh", "actor_rollout_ref.actor.use_dynamic_bsz=True", "actor_rollout_ref.actor.use_dynamic_bsz=3",
+     "actor_rollout_ref.actor.use_dynamic_bsz: is bool in the config (False), got 3"),
+    ("run_verl_grpo.sh", "actor_rollout_ref.rollout.n=6 ", "actor_rollout_ref.rollout.n='[6]' ",
+     "actor_rollout_ref.rollout.n: is int in the config (1), got [6]"),
+])
+def test_check_fails_on_a_planted_bad_override_naming_the_key(exported, tmp_path, script, old, new, key):
+    _, _, _, out, _ = exported
+    planted = _planted(out, tmp_path, script, old, new)
+    with pytest.raises(export_check.ExportCheckError) as e:
+        export_check.check_export(str(planted))
+    assert str(e.value).startswith(f"{script}: ") and key in str(e.value), str(e.value)
+    with pytest.raises(SystemExit, match=re.escape(key)):   # the command line: one line, the key named
+        export_check.main([str(planted)])
+
+
+def test_check_batch_divisibility(exported, tmp_path):
+    """16 prompts × n 6 = 96 sequences: fine on 8 GPUs; on 7 the recipe asserts (whatever the batch mode),
+    verl 0.9.1 only without dynamic batch size."""
+    _, _, _, out, _ = exported
+    export_check.check_export(str(out), gpus=8, log=lambda m: None)
+    with pytest.raises(export_check.ExportCheckError,
+                       match=r"^run_attnrl_recipe.sh: data.train_batch_size: 16 prompts × actor_rollout_ref.rollout.n 6 "
+                             r"= 96 sequences do not divide by the 7 GPUs"):
+        export_check.check_export(str(out), gpus=7, log=lambda m: None)
+    static = _planted(out, tmp_path, "run_verl_grpo.sh", "actor_rollout_ref.actor.use_dynamic_bsz=True",
+                      "actor_rollout_ref.actor.use_dynamic_bsz=False")
+    (static / "run_attnrl_recipe.sh").write_text((static / "run_attnrl_recipe.sh").read_text().replace(
+        'trainer.n_gpus_per_node="${NGPUS_PER_NODE:-8}"', "trainer.n_gpus_per_node=8"))   # the recipe passes
+    with pytest.raises(export_check.ExportCheckError, match=r"^run_verl_grpo.sh: data.train_batch_size: .* the 7 GPUs"):
+        export_check.check_export(str(static), gpus=7, log=lambda m: None)
+
+
+def test_pinned_verl_files_compose_to_the_generated_config():
+    """The 18 pinned YAML files compose to exactly verl 0.9.1's own _generated_ppo_trainer.yaml keys
+    (tests/data/verl_config_keys.txt), so no file of the defaults list is missing."""
+    import sys
+    from omegaconf import OmegaConf
+    sys.path.insert(0, os.path.join(os.path.dirname(DATA), "..", "scripts"))
+    from config_keys import dotted_keys
+    _, config_dir, name = export_check.TARGETS["run_verl_grpo.sh"]
+    composed = OmegaConf.to_container(export_check.compose(config_dir, name, []), resolve=False)
+    assert set(dotted_keys(composed)) - {"model_engine"} == valid_keys("verl_config_keys.txt")

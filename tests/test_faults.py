@@ -222,7 +222,7 @@ def test_every_config_field_has_a_description_and_the_parser_shows_it():
 @pytest.mark.parametrize("flags, message", [
     (["--eval-every", "0"], "--eval-every must be >= 1, got 0"),
     (["--save-every", "0"], "--save-every must be >= 1, got 0"),
-    (["--dtype", "float8"], "argument --dtype: invalid choice: 'float8' (choose from 'float32', 'bfloat16', 'float16')"),
+    (["--dtype", "float8"], "argument --dtype: invalid choice: 'float8' (choose from 'auto', 'float32', 'bfloat16', 'float16')"),
     (["--grad-clip=-1"], "--grad-clip must be > 0, got -1.0"),
     (["--steps", "0"], "--steps must be >= 1, got 0"),
     (["--steps", "-3"], "--steps must be >= 1, got -3"),

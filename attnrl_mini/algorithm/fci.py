@@ -315,13 +315,22 @@ def _import_fci_triton():
     return fci_triton, None
 
 
+@functools.cache
+def _has_flash_attention(device_index: int | None) -> bool:
+    """PyTorch's flash attention (the two-pass path's first pass) needs compute capability >= 8.0."""
+    return torch.cuda.get_device_capability(device_index) >= (8, 0)
+
+
 def two_pass_kernel(kernel: str, query: torch.Tensor):
     """The fci_triton module when the two-pass path should run this layer, else None.
 
-    "auto": on CUDA for bf16/fp16 models when Triton is installed; "torch": never; "triton": always
-    (an error if Triton is missing; on a CPU it needs TRITON_INTERPRET=1).
+    "auto": on CUDA for bf16/fp16 models when Triton is installed and the GPU has flash attention
+    (compute capability >= 8.0: a T4 or V100 gets the chunked PyTorch FCI, the same result); "torch":
+    never; "triton": always (an error if Triton is missing; on a CPU it needs TRITON_INTERPRET=1;
+    models/precision.check_fci_kernel refuses it on a GPU below 8.0 before the run starts).
     """
-    if kernel == "torch" or (kernel == "auto" and not (query.is_cuda and query.dtype in (torch.bfloat16, torch.float16))):
+    if kernel == "torch" or (kernel == "auto" and not (query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
+                                                       and _has_flash_attention(query.device.index))):
         return None
     fci_triton, missing = _import_fci_triton()
     if fci_triton is None:

@@ -113,7 +113,13 @@ def add_lora(model: nn.Module, rank: int, alpha: int, target_modules: str | list
         model.enable_input_require_grads()
     cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=target_modules, lora_dropout=0.0,
                      bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg)
+    # autocast_adapter_dtype: the LoRA matrices (and so AdamW's state) are fp32 even over a bf16/fp16
+    # base; an fp16 update would lose small steps to rounding (models/precision.py)
+    model = get_peft_model(model, cfg, autocast_adapter_dtype=True)
+    not_fp32 = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype != torch.float32})
+    if not_fp32:
+        raise RuntimeError(f"LoRA weights came out as {', '.join(not_fp32)}, not float32 (peft changed its casting?)")
+    return model
 
 
 def keep_4bit_weights_unpacked(model: nn.Module) -> int:

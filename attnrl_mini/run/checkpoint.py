@@ -134,6 +134,7 @@ def _write(trainer, tmp: str) -> None:
         "running_fci": trainer.running_fci.state_dict(),
         "batch_ctl": trainer.batch_ctl.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
+        "grad_scaler": trainer.scaler.state_dict(),   # fp16's loss scale ({} when the scaler is off)
         "python_rng": trainer.rng.getstate(),
         "global_python_rng": random.getstate(),
         "torch_rng": torch.get_rng_state(),
@@ -174,6 +175,8 @@ def load_checkpoint(trainer, path: str) -> None:
     trainer.running_fci.load_state_dict(state["running_fci"])
     trainer.batch_ctl.load_state_dict(state["batch_ctl"])
     trainer.optimizer.load_state_dict(state["optimizer"])
+    if state.get("grad_scaler"):   # checkpoints before the fp16 path have none
+        trainer.scaler.load_state_dict(state["grad_scaler"])
     for group in trainer.optimizer.param_groups:   # an lr changed on --resume takes effect (run_dir)
         group["lr"] = trainer.cfg.lr
     trainer.rng.setstate(state["python_rng"])

@@ -1,7 +1,8 @@
 """Every hyperparameter in one dataclass, with the paper's / official release's defaults.
 
 The defaults are those of the official AttnRL release (docs/algorithm.md §e–g). Presets override a
-few fields for a scale: `toy` (the built-in CPU world) and `qwen2.5-math-1.5b-24gb` (one 24 GB GPU).
+few fields for a scale: `toy` (the built-in CPU world), `qwen2.5-math-1.5b-24gb` (one 24 GB GPU) and
+`t4-16gb` (the same model on one 16 GB card, fp16 where the card has no bf16).
 Each field is also a `train.py` flag (`--field-name value`).
 """
 from __future__ import annotations
@@ -28,7 +29,9 @@ class Config:
     seed: int = opt(0, "seed of the data order, sampling and branch choices")
     out: str = opt("runs/toy", "run directory: metrics.jsonl, trees.jsonl, config.json, checkpoints/")
     device: str = opt("auto", "where the trainer runs (auto = cuda when visible)", choices=("auto", "cpu", "cuda"))
-    dtype: str = opt("float32", "trainer weights' dtype", choices=("float32", "bfloat16", "float16"))
+    dtype: str = opt("auto", "trainer weights' dtype: auto = bfloat16 on a GPU of compute capability >= 8.0, "
+                     "float16 (with loss scaling) below, float32 on the CPU (models/precision.py)",
+                     choices=("auto", "float32", "bfloat16", "float16"))
     train_data: str = opt("toy", "'toy' or a .jsonl / .jsonl.gz / verl .parquet file of training problems")
     eval_data: str = opt("", "held-out problems file ('' = the toy test set for toy data, else MATH-500)")
     threads: int = opt(0, "torch CPU threads (0 = torch's default)")
@@ -171,6 +174,13 @@ PRESETS: dict[str, dict] = {
 }
 
 PRESETS["toy-plan"] = {**PRESETS["toy"], **PRESETS["toy-plan"]}
+# Qwen2.5-Math-1.5B on one 16 GB card (Colab's T4: compute capability 7.5, no bf16, so fp16 with loss
+# scaling; bf16 on a 16 GB Ampere+ card). Derived, not measured on a T4 (docs/scaling.md): the
+# 24 GB preset's measured trainer total (reserved + CUDA context) is 8.13 GiB at 2048 response
+# tokens (10.04 at 3072; fp16 has bf16's sizes), plus the sidecar's 0.35 × 15 GiB = 5.25 GiB:
+# 13.4 GiB ≤ 15 GiB. At 3072 it would be 14.5 GiB (0.3 share), too close to the card to promise.
+PRESETS["t4-16gb"] = {**PRESETS["qwen2.5-math-1.5b-24gb"], **dict(
+    out="runs/qwen1.5b-t4", dtype="auto", max_response_tokens=2048, gpu_memory_utilization=0.35)}
 
 # Short names accepted by --model.
 MODEL_ALIASES = {"Qwen2.5-Math-1.5B": "Qwen/Qwen2.5-Math-1.5B", "Qwen2.5-Math-7B": "Qwen/Qwen2.5-Math-7B"}

@@ -5,6 +5,7 @@ the schedule around it: building the parts, the held-out evaluations, the run lo
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -61,7 +62,11 @@ def _set_up(cfg: Config, resume: bool) -> _Run:
         torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model_dir, device, tok, model = _load_policy(cfg, log)
+    from attnrl_mini.models import policy, precision
+    device = policy.resolve_device(cfg.device)
+    cfg = dataclasses.replace(cfg, dtype=precision.resolve_dtype(cfg.dtype, device))   # auto → what config.json records
+    precision.check_fci_kernel(cfg.fci_kernel, device)
+    model_dir, tok, model = _load_policy(cfg, device, log)
 
     train_problems, eval_problems = run_problems(cfg)   # a built-in world's, or the data files'
     encode = lambda p: data.encode_prompt(tok, p)   # noqa: E731  (the toy worlds' own template for their problems)
@@ -97,12 +102,11 @@ def _set_up(cfg: Config, resume: bool) -> _Run:
     return _Run(cfg, trainer, generator, grader, runlog, held_out_eval, log)
 
 
-def _load_policy(cfg: Config, log):
-    """(model directory, device, tokenizer, the LoRA-wrapped model), its adapter optionally from --init-adapter."""
+def _load_policy(cfg: Config, device, log):
+    """(model directory, tokenizer, the LoRA-wrapped model), its adapter optionally from --init-adapter."""
     from attnrl_mini.models import policy
     from attnrl_mini.run import checkpoint
     model_dir = policy.resolve_model(cfg.model)          # fails within seconds when it can't be found
-    device = policy.resolve_device(cfg.device)
     tok = policy.load_tokenizer(model_dir)
     model = policy.load_model(model_dir, dtype=cfg.dtype, device=device, load_in_4bit=cfg.load_in_4bit)
     model = policy.add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules, cfg.gradient_checkpointing)
@@ -115,7 +119,7 @@ def _load_policy(cfg: Config, log):
                                  model_dir, log=log)
         log(f"[attnrl] LoRA weights initialised from {adapter_dir}")
 
-    return model_dir, device, tok, model
+    return model_dir, tok, model
 
 
 def _resume(run: _Run) -> bool:

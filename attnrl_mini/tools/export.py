@@ -13,9 +13,10 @@ writes into --out:
   run_attnrl_recipe.sh                  the official AttnRL recipe (github.com/RyanLiu112/AttnRL, recipe/attnrl)
   key_map.md                            which of our fields went to which key, and which have none
 
-Every key these scripts set exists in the config files of those repositories (the lists are kept in
-tests/data/, with the commits they were read from; tests/test_export.py checks them). A `+key` is one
-the recipe's own launch script adds. What has no key is listed in key_map.md with the reason
+Every key these scripts set exists in the config files of those repositories: `--check` composes the
+scripts with Hydra against pinned copies of verl 0.9.1's and the recipe's YAML files (export_check.py);
+the key lists in tests/data/ are read from the same files. A `+key` is one the recipe's own launch
+script adds. What has no key is listed in key_map.md with the reason
 (mostly constants the release hard-codes, docs/algorithm.md §j).
 """
 from __future__ import annotations
@@ -66,7 +67,8 @@ KEY_MAP = [
     KeyMap("clip_high", f"{ACTOR}.clip_ratio_high", f"{ACTOR}.clip_ratio_high", note="ε_high"),
     KeyMap("clip_c", f"{ACTOR}.clip_ratio_c", f"{ACTOR}.clip_ratio_c", note="dual clip c"),
     KeyMap("kl_coef", f"{ACTOR}.kl_loss_coef", f"{ACTOR}.kl_loss_coef", note="k3 (low_var_kl) loss term"),
-    KeyMap("grad_clip", f"{ACTOR}.grad_clip", f"{ACTOR}.grad_clip"),
+    KeyMap("grad_clip", f"{ACTOR}.optim.clip_grad", f"{ACTOR}.grad_clip",
+           note="verl 0.9.x's engine reads optim.clip_grad (actor.grad_clip is kept but unread)"),
     KeyMap("mini_batch_sequences", f"{ACTOR}.ppo_mini_batch_size", f"{ACTOR}.ppo_mini_batch_size",
            value=lambda c: max(1, c.mini_batch_sequences // c.n_initial), note="verl counts prompts: sequences / G"),
     KeyMap("micro_batch_tokens", f"{ACTOR}.ppo_max_token_len_per_gpu", f"{ACTOR}.ppo_max_token_len_per_gpu",
@@ -145,7 +147,8 @@ def overrides(cfg: Config, target: str, paths: dict[str, str]) -> list[str]:
         return out + common + [
             f"actor_rollout_ref.model.path={paths['base']}", f"actor_rollout_ref.model.lora_adapter_path={paths['adapter']}",
             f"{ROLLOUT}.load_format=safetensors", "algorithm.adv_estimator=grpo",
-            f"custom_reward_function.path={paths['reward_fn']}", "custom_reward_function.name=compute_score"]
+            # verl 0.9.x: the reward function sits under reward. (top-level custom_reward_function is legacy)
+            f"reward.custom_reward_function.path={paths['reward_fn']}", "reward.custom_reward_function.name=compute_score"]
     return out + common + [
         f"actor_rollout_ref.model.path={paths['merged']}", "algorithm.adv_estimator=attnrl",
         "+actor_rollout_ref.actor.output_attentions=True",                     # FCI needs the attention path
@@ -272,12 +275,20 @@ def main(argv=None) -> dict:
     ap.add_argument("target", choices=["verl"], help="what to export for")
     ap.add_argument("--run", required=True, help="a train.py run directory (config.json + checkpoints/)")
     ap.add_argument("--out", required=True, help="directory to write (created)")
+    ap.add_argument("--check", action="store_true", help="then compose both scripts with Hydra against verl 0.9.1's "
+                    "and the AttnRL recipe's config files (export_check.py); an unknown key, a wrong type or a batch "
+                    "that does not divide by the GPU count fails, naming the key")
+    ap.add_argument("--gpus", type=int, default=None, help="with --check: GPUs per node (default: NGPUS_PER_NODE, else 8)")
     args = ap.parse_args(argv)
     if not os.path.isfile(os.path.join(args.run, "config.json")):
         raise SystemExit(f"error: --run {args.run}: no config.json there (a train.py run directory holds one)")
+    from attnrl_mini.tools.export_check import ExportCheckError, check_export
     try:
-        return export_verl(args.run, args.out)
-    except FileNotFoundError as e:
+        emitted = export_verl(args.run, args.out)
+        if args.check:
+            check_export(args.out, args.gpus)
+        return emitted
+    except (FileNotFoundError, ExportCheckError) as e:
         raise SystemExit(f"error: {e}") from None
 
 
