@@ -163,13 +163,13 @@ def test_low_ram_warning():
 
 def test_train_py_warns_before_loading_when_ram_is_short(tmp_path, monkeypatch, capsys):
     import train
-    from attnrl_mini import trainer
+    from attnrl_mini.run import driver
     from attnrl_mini.run import host_ram
 
     def stop(cfg, resume=False):
         raise KeyboardInterrupt   # train.py's own clean exit: nothing loaded
     monkeypatch.setattr(host_ram, "available_gib", lambda: 0.4)
-    monkeypatch.setattr(trainer, "train", stop)
+    monkeypatch.setattr(driver, "train", stop)
     with pytest.raises(SystemExit):
         train.main(["--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
