@@ -75,13 +75,13 @@ def a2_expected(model, prompt, response):
 
 def check_a2(prompts, responses):
     model = tiny_lm()
-    R = max(len(r) for r in responses)
+    width = max(map(len, responses))
     with torch.no_grad(), mock.patch("attnrl_mini.algorithm.logprobs.token_logprobs_from_hidden", tagged_logprobs):
         got = response_logprobs(model, prompts, responses, pad_id=0, chunk=3)
-        assert got.shape == (len(responses), R)
+        assert got.shape == (len(responses), width)
         for i, (p, r) in enumerate(zip(prompts, responses)):
-            torch.testing.assert_close(got[i, R - len(r):], a2_expected(model, p, r), rtol=0, atol=1e-5)
-            assert torch.all(got[i, :R - len(r)] == 0), "left padding positions must be 0"
+            torch.testing.assert_close(got[i, width - len(r):], a2_expected(model, p, r), rtol=0, atol=1e-5)
+            assert torch.all(got[i, :width - len(r)] == 0), "left padding positions must be 0"
 
 
 def test_a2_response_logprobs_against_full_logits():

@@ -279,8 +279,9 @@ def test_c8_keeps_the_input_order():
     def seq(prompt, reward, tag):
         return TrainSequence(prompt_ids=[0], response_ids=[tag], advantages=[0.0], old_logprobs=[0.0],
                              prompt_index=prompt, reward=reward)
-    seqs = [seq(2, 0.0, 1), seq(1, 0.0, 2), seq(2, 1.0, 3), seq(1, 0.0, 4), seq(2, 0.0, 5), seq(1, 0.0, 6)]
-    assert [s.response_ids[0] for s in drop_zero_advantage_prompts(seqs)] == [1, 3, 5]
+    # prompts 2 and 1 have both rewards, prompt 0 only one: kept in the order given, not regrouped
+    seqs = [seq(2, 0.0, 1), seq(1, 0.0, 2), seq(2, 1.0, 3), seq(1, 1.0, 4), seq(0, 0.0, 5), seq(2, 0.0, 6)]
+    assert [s.response_ids[0] for s in drop_zero_advantage_prompts(seqs)] == [1, 2, 3, 4, 6]
     assert drop_zero_advantage_prompts([]) == []
 
 
