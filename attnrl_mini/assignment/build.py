@@ -160,13 +160,16 @@ def region_context(e) -> RegionContext:
     assigned_above, read_below, assigned_inside = [], set(), set()
     nested = {id(r) for n in ast.walk(func) if isinstance(n, (ast.FunctionDef, ast.Lambda)) and n is not func
               for r in ast.walk(n)}
+    loop_only = {n.id for f in ast.walk(func) if isinstance(f, (ast.For, ast.comprehension))
+                 for n in ast.walk(f.target) if isinstance(n, ast.Name)}
     returns = False
     for node in ast.walk(func):
         line = getattr(node, "lineno", None)
         if line is None:
             continue
         if isinstance(node, ast.Name):
-            if isinstance(node.ctx, ast.Store) and line - 1 < begin and node.id not in available + assigned_above:
+            if isinstance(node.ctx, ast.Store) and line - 1 < begin and node.id not in available + assigned_above \
+                    and node.id not in loop_only:
                 assigned_above.append(node.id)
             elif isinstance(node.ctx, ast.Store) and begin < line - 1 < end:
                 assigned_inside.add(node.id)
@@ -220,8 +223,8 @@ def handout(parts: list[str]) -> str:
            "Your score is the fraction of each exercise's graded tests that pass, times its points; the instructor",
            "may add hidden tests of the same exercises.", "",
            "Work through the parts in order: a later part's training run uses the earlier parts.", ""]
-    shown_modules: set[str] = set()
     for letter in parts:
+        shown_modules: set[str] = set()        # a module's docstring: once per part, at its first exercise
         part = PARTS[letter]
         exs = [e for e in EXERCISES if e.part == letter]
         contexts = {e.id: region_context(e) for e in exs}

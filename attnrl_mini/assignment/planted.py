@@ -96,6 +96,8 @@ PLANTED: list[PlantedBug] = [
     PlantedBug("C5", "highest FCI first instead of earliest", "for k in fci_candidate_steps(fci, quantile):",
                "for k in sorted(fci_candidate_steps(fci, quantile), key=lambda k: -float(fci[k])):"),
     PlantedBug("C5", "spacing and start rules ignored", "if far_enough(k, accepted):", "if True:"),
+    PlantedBug("C5", "a step starting exactly at min_start rejected", "if prompt_len + start < min_start:",
+               "if prompt_len + start <= min_start:"),
     PlantedBug("C5", "no fallback", "offsets = _fallback_steps(len(steps), [starts[k] for k in accepted], starts, n)",
                "offsets = [starts[k] for k in accepted]"),
     # C6 Eq. 9

@@ -190,6 +190,8 @@ def test_c5_spacing_both_ways_and_absolute_start():
     # min_start counts from the prompt's start: 3 + 2 = 5 < 6 rejects step 1; step 2 (3 + 5 = 8) is accepted,
     # step 3 starts 0 tokens after it: rejected; the fallback adds step 1 (offset 2)
     assert fci_branch_points(fci, steps, prompt_len=3, n=2, min_gap=1, min_start=6) == [2, 5]
+    # exactly at the limits is allowed: step 2 starts at 3 + 5 = 8 = min_start, step 3 is min_gap = 1 after step 1
+    assert fci_branch_points(fci, steps, prompt_len=3, n=2, min_gap=1, min_start=8) == [2, 5]
     # n = 3 and no spacing: all three candidates, and no more than n
     assert fci_branch_points(fci, steps, prompt_len=3, n=3, min_gap=0, min_start=0) == [2, 5, 6]
     assert fci_branch_points(fci, steps, prompt_len=3, n=1, min_gap=0, min_start=0) == [2]
