@@ -355,12 +355,18 @@ def test_c10_chunked_attention_matches_eager():
     rows = [p + r for p, r in zip(prompts, responses)]
     batch = left_pad(rows)                                                   # row 1 gets 5 left pads
     ranges = [[(0, len(p))] + [(len(p) + s, len(p) + e) for s, e in st] for p, st in zip(prompts, steps)]
-    weights = []
-    for rg, row in zip(ranges, rows):                                        # Eq. 4's W, built here by hand
-        W = torch.zeros(len(rg), len(row))
-        for a, (s, e) in enumerate(rg):
-            W[a, s:e] = 1.0 / (e - s)
-        weights.append(W)
+    # Eq. 4's W for these ranges, written out (C1 is not needed here): range sizes 4, 2, 1, 3, 2, 1 and 2, 1, 2, 1, 2
+    weights = [torch.tensor([[1 / 4] * 4 + [0] * 9,
+                             [0] * 4 + [1 / 2] * 2 + [0] * 7,
+                             [0] * 6 + [1.0] + [0] * 6,
+                             [0] * 7 + [1 / 3] * 3 + [0] * 3,
+                             [0] * 10 + [1 / 2] * 2 + [0],
+                             [0] * 12 + [1.0]]),
+               torch.tensor([[1 / 2] * 2 + [0] * 6,
+                             [0] * 2 + [1.0] + [0] * 5,
+                             [0] * 3 + [1 / 2] * 2 + [0] * 3,
+                             [0] * 5 + [1.0] + [0] * 2,
+                             [0] * 6 + [1 / 2] * 2])]
     ctx = RecordingContext(ranges, weights, batch.pad_offsets, [-1, -1], delta=1, query_chunk=3)
     decoder = model.model
     with torch.no_grad():
@@ -383,23 +389,21 @@ def test_c10_chunked_attention_matches_eager():
 def test_c10_never_builds_the_full_attention():
     # One row of T = 128 tokens, H = 4 heads (2 key/value heads), query_chunk 8. The full [H, T, T]
     # probabilities are 4·128·128·4 B = 256 KiB; the chunked path needs a [H, 8, T] block (16 KiB), the
-    # inputs (16 KiB) and WA [H, S+1, T] (18 KiB). The largest tensor any operation inside fci_attention
+    # inputs (16 KiB) and WA [H, 9, T] (18 KiB). The largest tensor any operation inside fci_attention
     # creates must stay under 1/8 of the full block (32 KiB): one head's [T, T] (64 KiB) is too much too.
     torch.manual_seed(0)
     H, Hkv, T, d = 4, 2, 128, 8
     q, k, v = torch.randn(1, H, T, d), torch.randn(1, Hkv, T, d), torch.randn(1, Hkv, T, d)
-    ranges = [[(0, 16)] + [(16 + 14 * i, 30 + 14 * i) for i in range(8)]]          # prompt + 8 steps of 14
-    W = torch.zeros(9, T)
-    for a, (s, e) in enumerate(ranges[0]):
-        W[a, s:e] = 1.0 / (e - s)
+    # 9 "ranges" that each cover all T tokens (W[a, t] = 1/T): then every α[a, b] = 1/T, by hand
+    ranges = [[(0, T)] * 9]
+    W = torch.full((9, T), 1.0 / T)
     ctx = RecordingContext(ranges, [W], [0], [-1], delta=1, query_chunk=8, kernel="torch")
     with LargestAllocation() as peak:
         out, _ = fci_attention(None, q, k, v, None, scaling=d ** -0.5, fci_context=ctx)
     assert out.shape == (1, T, H, d)
     assert len(ctx.fci[0]) == 1 and ctx.fci[0][0].shape == (H, 9, 9)
-    # Σ_b |r_b|·α[a, b] = 1: each query's softmax row sums to 1 and the ranges cover all T tokens
-    sizes = torch.tensor([float(e - s) for s, e in ranges[0]])
-    torch.testing.assert_close((ctx.fci[0][0] * sizes).sum(-1), torch.ones(H, 9), rtol=0, atol=1e-5)
+    # α[a, b] = (1/T²) Σ_t Σ_s A[t, s] = (1/T²)·T = 1/T: every query's softmax row sums to 1
+    torch.testing.assert_close(ctx.fci[0][0], torch.full((H, 9, 9), 1.0 / T), rtol=0, atol=1e-6)
     full = H * T * T * 4
     assert peak.nbytes < full / 8, (f"fci_attention created a {peak.nbytes} B tensor; the full [H, T, T] "
                                     f"block is {full} B: work one block of query_chunk rows at a time")
