@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import ast
 import difflib
-import importlib.util
 import re
 import os
 import tempfile
 import time
 import warnings
 
-from . import e2e, grade, regions
+from . import e2e, grade, regions, sandbox
 from .build import REPO, build
 from .planted import PLANTED
 from .registry import BY_ID, EXERCISES, exercise_of_test
@@ -38,12 +37,7 @@ _modules: dict[str, object] = {}
 
 def _test_function(node_id: str):
     path, name = node_id.split("::")
-    if path not in _modules:
-        spec = importlib.util.spec_from_file_location("graded_" + os.path.basename(path)[:-3], os.path.join(REPO, path))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _modules[path] = module
-    return getattr(_modules[path], name)
+    return sandbox.load_test_function(os.path.join(REPO, path), name, _modules)
 
 
 def run_tests(node_ids: list[str], stop_first: bool = False) -> dict[str, tuple[bool, str]]:

@@ -99,7 +99,7 @@ def region_text(ex: Exercise) -> str:
     return "".join(source.splitlines(keepends=True)[begin + 1:end])
 
 
-def _function_object(ex: Exercise):
+def function_object(ex: Exercise):
     obj = importlib.import_module(ex.module)
     for name in ex.function.split("."):
         obj = obj.__dict__[name] if isinstance(obj, type) else getattr(obj, name)
@@ -136,7 +136,7 @@ def changed_function(ex: Exercise, change: Callable[[str], str]) -> Iterator[Non
     with open(path) as f:
         source = f.read()
     code = _compile_function(change(source), ex, path)
-    func = _function_object(ex)
+    func = function_object(ex)
     original = func.__code__
     func.__code__ = code
     try:

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from .memory import LargestAllocation
+from .regions import function_object
 from .registry import BY_ID, Exercise
 
 HOOK = "__assignment_hook__"     # the global an exercise function's swapped code calls
@@ -133,13 +134,6 @@ def _shape_matches(live, data) -> bool:
 
 
 # ---- swapping an exercise function for a hook ---------------------------------------------------------
-
-def function_object(ex: Exercise):
-    obj = importlib.import_module(ex.module)
-    for name in ex.function.split("."):
-        obj = obj.__dict__[name] if isinstance(obj, type) else getattr(obj, name)
-    return obj
-
 
 def _hook_code(name: str, xid: str) -> types.CodeType:
     src = f"def {name}(*args, **kwargs):\n    return {HOOK}({xid!r}, args, kwargs)\n"
