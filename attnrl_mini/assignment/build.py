@@ -1,9 +1,12 @@
-"""Write a student copy: the package with the chosen exercises' regions replaced by a raise, the
-graded tests, a HANDOUT.md generated from the registry and the docs, and (optionally) an overlay
-of the instructor's hidden tests (in the copy's folder HIDDEN_TESTS)."""
+"""Write a student copy: the package with the inside of the chosen exercises' regions replaced by a
+raise (REFERENCE blocks and LEFT_OUT files, which compute an exercise another way, removed), the
+graded tests, a pytest.ini, a HANDOUT.md generated from the registry and the source, assignment.json
+(the parts, and each file's fingerprint for `pack`), and (optionally) an overlay of hidden tests."""
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 import json
 import os
 import re
@@ -198,6 +201,36 @@ def _algorithm_section(letter: str) -> str:
 MINUTES_PER_LINE = 6     # effort estimate: minutes per line of reference code, reading and testing included
 
 
+def data_classes(e) -> list[str]:
+    """Source (fields and docstring, no methods) of the package's classes an exercise works with:
+    those its signature names and those its reference code uses."""
+    source, tree = _module_source(e.module)
+    func = _nodes(tree, e.function)[-1]
+    begin, end, _ = find_regions(source, e.module)[e.id]
+    names = []
+    for node in ast.walk(func):
+        in_signature = node.lineno < func.body[0].lineno if hasattr(node, "lineno") else False
+        in_region = hasattr(node, "lineno") and begin < node.lineno - 1 < end
+        if isinstance(node, ast.Name) and (in_signature or in_region) and node.id not in names:
+            names.append(node.id)
+    module = importlib.import_module(e.module)
+    out = []
+    for name in names:                     # grows: a class's fields may name another class (Rollout -> Continuation)
+        cls = getattr(module, name, None)
+        if not (isinstance(cls, type) and cls.__module__.startswith("attnrl_mini.algorithm")) or \
+                e.function.split(".")[0] == name:
+            continue
+        lines = inspect.getsource(cls).splitlines()
+        kept = []
+        for line in lines:
+            if kept and re.match(r"\s+(def |@)", line):
+                break
+            kept.append(line)
+        out.append("\n".join(kept).rstrip())
+        names += [n for n in re.findall(r"\b[A-Z]\w+", "\n".join(kept[1:])) if n not in names]
+    return out
+
+
 def handout(parts: list[str]) -> str:
     """HANDOUT.md: the assignment text, generated from the registry, the docstrings and the docs."""
     ref = load_reference()
@@ -257,6 +290,9 @@ def handout(parts: list[str]) -> str:
                     + ", ".join(f"`{t}`" for t in e.tests), ""]
             if doc:
                 out += ["Docstring:", "", "```text", doc, "```", ""]
+            classes = data_classes(e)
+            if classes:
+                out += ["The data it works with:", "", "```python", "\n\n".join(classes), "```", ""]
             if ctx.class_doc:
                 out += [f"Docstring of the class `{e.function.split('.')[0]}`:", "", "```text", ctx.class_doc, "```", ""]
             if e.module not in shown_modules:

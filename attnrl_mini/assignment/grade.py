@@ -27,13 +27,11 @@ import zipfile
 from dataclasses import dataclass, field
 
 from . import sandbox
-from .build import MANIFEST, REPO, build, hidden_test_names
-from .regions import find_regions
+from .build import REPO, build, hidden_test_names
+from .pack import IGNORED_DIRS, MANIFEST, copy_files
+from .regions import find_regions, outside_regions
 from .registry import BY_ID, exercise_of_test, exercises_of
 
-# Files a submission may hold beyond the distributed ones: caches and outputs, never read.
-IGNORED_DIRS = {"__pycache__", ".pytest_cache", ".git", ".ipynb_checkpoints", "runs", ".venv"}
-IGNORED_FILES = {"results.json", ".DS_Store", "submission.zip"}
 HIDDEN_DEST = os.path.join("tests", "hidden")
 
 
@@ -72,25 +70,6 @@ class Graded:
 
 # ---- 1. the submission against the distributed copy -----------------------------------------------------
 
-def _files(root: str) -> set[str]:
-    out = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in IGNORED_DIRS and not d.endswith(".egg-info")]
-        for name in filenames:
-            if name in IGNORED_FILES or name.endswith(".pyc"):
-                continue
-            out.add(os.path.relpath(os.path.join(dirpath, name), root))
-    return out
-
-
-def _outside_regions(text: str, where: str) -> str:
-    """The text with every region's inside removed (its marker lines stay)."""
-    lines = text.splitlines(keepends=True)
-    for begin, end, _ in sorted(find_regions(text, where).values(), key=lambda r: -r[0]):
-        del lines[begin + 1:end]
-    return "".join(lines)
-
-
 def _region_texts(text: str, where: str) -> dict[str, str]:
     lines = text.splitlines(keepends=True)
     return {x: "".join(lines[b + 1:e]) for x, (b, e, _) in find_regions(text, where).items()}
@@ -99,7 +78,7 @@ def _region_texts(text: str, where: str) -> dict[str, str]:
 def compare(submission: str, distributed: str, exercise_ids: list[str]) -> tuple[dict[str, str], list[str]]:
     """({exercise id: the submission's region text}, [refused file: why])."""
     regions, refused = {}, []
-    dist_files, sub_files = _files(distributed), _files(submission)
+    dist_files, sub_files = copy_files(distributed), copy_files(submission)
     refused += [f"{f}: not in the distributed copy" for f in sorted(sub_files - dist_files)]
     for rel in sorted(sub_files & dist_files):
         with open(os.path.join(distributed, rel), "rb") as f:
@@ -123,7 +102,7 @@ def compare(submission: str, distributed: str, exercise_ids: list[str]) -> tuple
             refused.append(f"{rel}: differs from the distributed copy (it holds no exercise)")
         elif set(theirs) != set(ours):
             refused.append(f"{rel}: solution markers added or removed ({', '.join(sorted(set(theirs) ^ set(ours)))})")
-        elif _outside_regions(got_text, rel) != _outside_regions(want_text, rel):
+        elif outside_regions(got_text, rel) != outside_regions(want_text, rel):
             refused.append(f"{rel}: differs from the distributed copy outside the exercise regions")
         else:
             regions.update({x: t for x, t in _region_texts(got_text, rel).items() if x in exercise_ids})
@@ -133,7 +112,7 @@ def compare(submission: str, distributed: str, exercise_ids: list[str]) -> tuple
 def splice(distributed: str, regions: dict[str, str], out: str) -> None:
     """A copy of the distributed files with the submission's region texts put inside their markers."""
     shutil.copytree(distributed, out)
-    for rel in _files(out):
+    for rel in copy_files(out):
         if not rel.endswith(".py"):
             continue
         path = os.path.join(out, rel)

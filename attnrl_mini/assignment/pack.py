@@ -7,9 +7,24 @@ import json
 import os
 import zipfile
 
-from .regions import find_regions
+from .regions import find_regions, outside_regions
 
 MANIFEST = "assignment.json"
+# Files a submission may hold beyond the distributed ones: caches and outputs, never read.
+IGNORED_DIRS = {"__pycache__", ".pytest_cache", ".git", ".ipynb_checkpoints", "runs", ".venv"}
+IGNORED_FILES = {"results.json", ".DS_Store", "submission.zip"}
+
+
+def copy_files(root: str) -> set[str]:
+    """The files of a copy (relative paths), less caches and outputs."""
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in IGNORED_DIRS and not d.endswith(".egg-info")]
+        for name in filenames:
+            if name in IGNORED_FILES or name.endswith(".pyc"):
+                continue
+            out.add(os.path.relpath(os.path.join(dirpath, name), root))
+    return out
 
 
 def fingerprint(path: str, rel: str) -> str:
@@ -17,21 +32,16 @@ def fingerprint(path: str, rel: str) -> str:
     with open(path, "rb") as f:
         data = f.read()
     if rel.endswith(".py"):
-        text = data.decode()
-        lines = text.splitlines(keepends=True)
-        for begin, end, _ in sorted(find_regions(text, rel).values(), key=lambda r: -r[0]):
-            del lines[begin + 1:end]
-        data = "".join(lines).encode()
+        data = outside_regions(data.decode(), rel).encode()
     return hashlib.sha256(data).hexdigest()
 
 
 def pack(copy_dir: str, out: str | None = None) -> tuple[str, list[str]]:
     """(the zip written, the exercise files in it). Raises ValueError listing files changed outside the regions."""
-    from .grade import _files            # the same notion of "a file of the copy" as grading
     with open(os.path.join(copy_dir, MANIFEST)) as f:
         manifest = json.load(f)
     expected: dict[str, str] = manifest["files"]
-    have = _files(copy_dir)
+    have = copy_files(copy_dir)
     changed = [rel for rel, digest in sorted(expected.items())
                if rel in have and fingerprint(os.path.join(copy_dir, rel), rel) != digest]
     added = sorted(rel for rel in have - set(expected) if rel.endswith(".py"))

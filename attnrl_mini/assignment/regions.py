@@ -58,6 +58,14 @@ def stub_source(source: str, stubs: dict[str, str], where: str = "<source>") -> 
     return "".join(lines)
 
 
+def outside_regions(source: str, where: str = "<source>") -> str:
+    """The source with every region's inside removed (its marker lines stay): what a submission must not change."""
+    lines = source.splitlines(keepends=True)
+    for begin, end, _ in sorted(find_regions(source, where).values(), key=lambda r: -r[0]):
+        del lines[begin + 1:end]
+    return "".join(lines)
+
+
 def stub_references(source: str, stubbed: set[str], where: str = "<source>") -> str:
     """Replace each REFERENCE block whose exercises include a stubbed one by a raise saying why."""
     out, open_at = [], None

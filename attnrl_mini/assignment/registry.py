@@ -1,8 +1,9 @@
 """The exercise registry: what a student writes, where, for how many points, graded by which tests.
 
 Each exercise is the body of one real function of the package, between `# BEGIN SOLUTION <id>` and
-`# END SOLUTION <id>`. A student copy replaces that region by
-`raise NotImplementedError("Exercise <id> (<equation>): ...")`. Graded tests live in tests/graded/
+`# END SOLUTION <id>`. A student copy replaces the inside of that region by
+`raise NotImplementedError("Exercise <id> (<equation>): ...")` (the markers stay: grading takes only
+what is between them). Graded tests live in tests/graded/
 and are named after their exercise: test_c2_... counts for C2 (hidden tests in an overlay too).
 """
 from __future__ import annotations
