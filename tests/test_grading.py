@@ -171,3 +171,35 @@ def test_zip_entries_outside_the_folder_are_refused(tmp_path):
         z.writestr("../outside.py", "x = 1\n")
     g = grade.grade_submission(str(bad))
     assert g.total == 0 and "points outside the zip" in g.refused[0]
+
+
+def test_pasting_test_helpers_scores_nothing():
+    # Every helper function of tests/graded/, pasted as an exercise's body and called with the
+    # exercise's parameters, passes none of that exercise's graded tests (no helper is a solution).
+    import ast
+    import textwrap
+
+    from attnrl_mini.assignment import check
+
+    helpers = []
+    for name in sorted(os.listdir(os.path.join(check.REPO, "tests", "graded"))):
+        if name.endswith(".py"):
+            source = open(os.path.join(check.REPO, "tests", "graded", name)).read()
+            helpers += [(n.name, ast.get_source_segment(source, n)) for n in ast.parse(source).body
+                        if isinstance(n, ast.FunctionDef) and not n.name.startswith("test_")]
+    assert len(helpers) >= 10
+    passing = []
+    for e in EXERCISES:
+        code = regions.function_object(e).__code__
+        params = [p for p in code.co_varnames[:code.co_argcount] if p != "self"]
+        for helper, source in helpers:
+            body = textwrap.indent(f"{source}\nreturn {helper}({', '.join(params)})\n", "    " * (1 + ("." in e.function)))
+
+            def paste(module_source, body=body):
+                begin, end, _ = regions.find_regions(module_source, e.module)[e.id]
+                lines = module_source.splitlines(keepends=True)
+                return "".join(lines[:begin + 1]) + body + "".join(lines[end:])
+            with regions.changed_function(e, paste):
+                results = check.run_tests(e.node_ids)
+            passing += [f"{e.id} <- {helper}: {n}" for n, (ok, _) in results.items() if ok]
+    assert passing == []
