@@ -484,6 +484,7 @@ def naive_fci(model, prompts: list[list[int]], responses: list[list[int]], steps
     Uses `model` as is if it already runs eager attention, else an eager deep copy of it.
     Returns a list of y [S] (or of (y [S], max_{l,h} α [S+1, S+1]) with return_step_attention).
     """
+    # BEGIN REFERENCE C3,C10
     _check_inputs(prompts, responses, steps, think_end_steps)
     if think_end_steps is None:
         think_end_steps = [-1] * len(responses)
@@ -506,3 +507,4 @@ def naive_fci(model, prompts: list[list[int]], responses: list[list[int]], steps
     finally:
         model.train(was_training)
     return results
+    # END REFERENCE C3,C10

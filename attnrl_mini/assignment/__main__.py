@@ -1,4 +1,4 @@
-"""python -m attnrl_mini.assignment {build, grade, check, e2e} (see README "Teaching with attnrl-mini")."""
+"""python -m attnrl_mini.assignment {build, pack, grade, check, e2e} (see docs/teaching.md)."""
 from __future__ import annotations
 
 import argparse
@@ -12,9 +12,15 @@ def main(argv=None) -> int:
     b.add_argument("--out", required=True, help="a new directory for the copy")
     b.add_argument("--parts", default="A,B,C", help="parts whose exercises are stubbed (default A,B,C)")
     b.add_argument("--overlay", default=None, help="a folder of hidden tests (named test_<id>_...), copied into the copy")
-    g = sub.add_parser("grade", help="grade a copy: terminal table + results.json")
-    g.add_argument("dir", help="the copy (a directory built by `build`)")
-    g.add_argument("--results", default=None, help="where to write results.json (default DIR/results.json)")
+    k = sub.add_parser("pack", help="(student) check and zip a finished copy into submission.zip")
+    k.add_argument("dir", nargs="?", default=".", help="the copy (default: the current folder)")
+    k.add_argument("--out", default=None, help="the zip to write (default DIR/submission.zip)")
+    g = sub.add_parser("grade", help="(instructor) grade submissions with trusted code: results.json per student")
+    g.add_argument("submissions", nargs="+", help="a submission (folder or zip) or a folder of them (one per student)")
+    g.add_argument("--out", default="grades", help="folder for <student>/results.json and summary.csv (default grades)")
+    g.add_argument("--parts", default="A,B,C", help="the parts the copy was built with (default A,B,C)")
+    g.add_argument("--overlay", default=None, help="a folder of hidden tests (named test_<id>_...)")
+    g.add_argument("--timeout", type=float, default=900.0, help="seconds one submission's tests may run (default 900)")
     c = sub.add_parser("check", help="the CI check of the assignment itself")
     c.add_argument("--no-e2e", action="store_true", help="skip the end-to-end training runs")
     e = sub.add_parser("e2e", help="a part's end-to-end check (a toy training run)")
@@ -35,10 +41,17 @@ def _run(args) -> int:
         print(f"student copy in {summary['out']}: parts {','.join(summary['parts'])}, {summary['exercises']} "
               f"exercises, {summary['hidden_test_files']} hidden test files; handout {summary['out']}/HANDOUT.md")
         return 0
+    if args.cmd == "pack":
+        from .pack import pack
+        out, files = pack(args.dir, args.out)
+        print(f"wrote {out}: {', '.join(files)} and assignment.json; hand in this file")
+        return 0
     if args.cmd == "grade":
-        from .grade import grade, table
-        scores, results = grade(args.dir, args.results)
-        print(table(scores))
+        from .grade import grade_all, table
+        graded = grade_all(args.submissions, args.out, args.parts, args.overlay, args.timeout)
+        if len(graded) == 1:
+            print(table(graded[0]))
+        print(f"results: {args.out}/<submission>/results.json, class summary: {args.out}/summary.csv")
         return 0
     if args.cmd == "check":
         try:

@@ -1,14 +1,15 @@
 """`assignment check` (run in CI): the assignment is sound.
 
-  1. every exercise has a region in the source, >= 1 graded test and >= 2 planted bugs; every graded
+  1. every exercise has a region in the source, >= 1 graded test and >= 3 planted bugs; every graded
      test counts for a listed exercise
   2. the reference passes every graded test
   3. stubbing one exercise fails each of its graded tests with its message, while the tests of every
      other exercise still pass (a test that calls another exercise's function patches in a plain
      version of it, so each exercise is graded on its own)
   4. every planted bug is caught by its exercise's graded tests
-  5. a student copy of all parts imports, its tests collect, every graded test fails with its
-     exercise's message and it scores 0
+  5. a student copy of all parts holds no line of any exercise's solution (nor a near copy of one);
+     graded as a submission (grade.py: regions spliced into a clean copy, record in a subprocess,
+     replay here) every graded test fails with its exercise's message and it scores 0
   6. the end-to-end checks (short "ci" length) pass on the reference
 
 The stub and planted-bug runs swap one function's code in this process (regions.changed_function)
@@ -17,29 +18,26 @@ and call the graded test functions directly (no pytest session per run), so they
 from __future__ import annotations
 
 import ast
-import importlib.util
+import difflib
+import re
 import os
 import tempfile
 import time
 import warnings
 
-from . import e2e, grade, regions
+from . import e2e, grade, regions, sandbox
 from .build import REPO, build
 from .planted import PLANTED
 from .registry import BY_ID, EXERCISES, exercise_of_test
 
 
+MIN_PLANTED = 3          # planted bugs per exercise, at least
 _modules: dict[str, object] = {}
 
 
 def _test_function(node_id: str):
     path, name = node_id.split("::")
-    if path not in _modules:
-        spec = importlib.util.spec_from_file_location("graded_" + os.path.basename(path)[:-3], os.path.join(REPO, path))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _modules[path] = module
-    return getattr(_modules[path], name)
+    return sandbox.load_test_function(os.path.join(REPO, path), name, _modules)
 
 
 def run_tests(node_ids: list[str], stop_first: bool = False) -> dict[str, tuple[bool, str]]:
@@ -83,8 +81,8 @@ def check_registry() -> list[str]:
             problems.append(f"{e.id}: no solution region in {e.module}")
         if not e.tests:
             problems.append(f"{e.id}: no graded test")
-        if sum(b.exercise == e.id for b in PLANTED) < 2:
-            problems.append(f"{e.id}: fewer than 2 planted bugs")
+        if sum(b.exercise == e.id for b in PLANTED) < MIN_PLANTED:
+            problems.append(f"{e.id}: fewer than {MIN_PLANTED} planted bugs")
         problems += [f"{e.id}: unknown dependency {d}" for d in e.depends_on if d not in BY_ID]
     problems += [f"region {x} in {m} has no exercise" for x, m in marked.items() if x not in BY_ID]
     listed = {n for e in EXERCISES for n in e.node_ids}
@@ -94,6 +92,61 @@ def check_registry() -> list[str]:
     problems += [f"{n} is not listed by any exercise" for n in sorted(existing - listed)]
     problems += [f"{n} is listed but does not exist" for n in sorted(listed - existing)]
     return problems
+
+
+def _normalise(line: str) -> str:
+    """A code line without its comment and whitespace (so re-indented or re-spaced copies still match)."""
+    return re.sub(r"\s+", "", line.split("#")[0])
+
+
+SCANNED = (".py", ".md", ".txt", ".json", ".ini", ".sh", ".toml", ".cfg", ".ipynb")
+MIN_SCANNED = 16          # shorter normalised lines (`return W`, `else:`) say nothing on their own
+
+
+# Solution lines that also say nothing specific: the same line is ordinary code elsewhere in the package.
+GENERIC = {_normalise(line) for line in ("R = max(len(r) for r in responses)",     # trainer.py pads the same way
+                                         "for child in node.children:")}           # every tree walk in tree.py
+
+
+def scan_for_solutions(copy_dir: str, similarity: float = 0.9) -> list[str]:
+    """Lines of a student copy equal or near (difflib ratio >= similarity) to a line of any exercise's
+    reference region: ["file:line: exercise X: text"]."""
+    solution: dict[str, str] = {}
+    for e in EXERCISES:
+        for line in regions.region_text(e).splitlines():
+            n = _normalise(line)
+            if len(n) >= MIN_SCANNED and n not in GENERIC:
+                solution.setdefault(n, e.id)
+    lines_of: dict[str, tuple[str, int, str]] = {}          # normalised line -> (file, line number, text), first seen
+    for dirpath, _, filenames in os.walk(copy_dir):
+        for name in sorted(filenames):
+            if name.endswith(SCANNED):
+                path = os.path.join(dirpath, name)
+                with open(path, errors="replace") as f:
+                    for i, line in enumerate(f.read().splitlines()):
+                        n = _normalise(line)
+                        if len(n) >= MIN_SCANNED:
+                            lines_of.setdefault(n, (os.path.relpath(path, copy_dir), i + 1, line.strip()))
+    by_length: dict[int, list[str]] = {}
+    for n in lines_of:
+        by_length.setdefault(len(n), []).append(n)
+    grams = {n: {n[i:i + 3] for i in range(len(n) - 2)} for n in lines_of}     # a cheap filter before difflib
+    hits = []
+    for cand, xid in solution.items():
+        sm = difflib.SequenceMatcher(None, autojunk=False)
+        sm.set_seq2(cand)                                   # difflib caches the second sequence
+        cand_grams = {cand[i:i + 3] for i in range(len(cand) - 2)}
+        for length in range(int(len(cand) * similarity), int(len(cand) / similarity) + 2):
+            for n in by_length.get(length, ()):
+                if n != cand:
+                    if len(cand_grams & grams[n]) < 0.7 * max(len(cand_grams), len(grams[n])):
+                        continue
+                    sm.set_seq1(n)
+                    if sm.ratio() < similarity:
+                        continue
+                rel, i, text = lines_of[n]
+                hits.append(f"{rel}:{i}: exercise {xid}: {text[:100]}")
+    return sorted(set(hits))
 
 
 def check(run_e2e: bool = True, log=print) -> bool:
@@ -138,6 +191,7 @@ def check(run_e2e: bool = True, log=print) -> bool:
 
     t = time.time()
     caught = 0
+    caught_of = {e.id: 0 for e in EXERCISES}
     for bug in PLANTED:
         e = BY_ID[bug.exercise]
         try:
@@ -148,29 +202,34 @@ def check(run_e2e: bool = True, log=print) -> bool:
             continue
         if any(not passed for passed, _ in res.values()):
             caught += 1
+            caught_of[bug.exercise] += 1
         else:
             fail(f"planted bug {bug.exercise} '{bug.what}' is not caught by {', '.join(e.tests)}")
-    log(f"[check] planted bugs caught {caught}/{len(PLANTED)} ({time.time() - t:.0f} s)")
+    log(f"[check] planted bugs caught {caught}/{len(PLANTED)} ({time.time() - t:.0f} s); per exercise (caught/planted): "
+        + ", ".join(f"{x} {c}/{sum(b.exercise == x for b in PLANTED)}" for x, c in caught_of.items()))
 
     t = time.time()
     with tempfile.TemporaryDirectory(prefix="student_copy_") as tmp:
         copy_dir = os.path.join(tmp, "copy")
         build(copy_dir, "A,B,C")
-        outcomes = grade.run_tests(copy_dir)
-        scores = grade.score(copy_dir, outcomes)
+        hits = scan_for_solutions(copy_dir)
+        for hit in hits:
+            fail(f"student copy holds solution text: {hit}")
+        log(f"[check] solution scan of the student copy: {len(hits)} hits ({time.time() - t:.0f} s)")
+        t = time.time()
+        graded = grade.grade_submission(copy_dir, "A,B,C", name="student copy")
+        outcomes = [o for s in graded.scores for o in s.outcomes]
         names = {o.name for o in outcomes}
-        missing = [t for e in EXERCISES for t in e.tests if t not in names]
-        for name in missing:
-            fail(f"student copy: {name} was not collected")
+        for name in [t for e in EXERCISES for t in e.tests if t not in names]:
+            fail(f"student copy: {name} did not run")
         for o in outcomes:
             xid = exercise_of_test(o.name)
             if o.passed or f"Exercise {xid}" not in o.message:
-                fail(f"student copy: {o.name} does not fail with exercise {xid}'s message")
-        total = sum(s.score for s in scores)
-        if total != 0:
-            fail(f"student copy scores {total}, not 0")
-    log(f"[check] student copy: {len(outcomes)} graded tests collected, "
-        f"{sum(not o.passed for o in outcomes)} fail with their exercise's message, score {total:g} "
+                fail(f"student copy: {o.name} does not fail with exercise {xid}'s message: {o.message[:200]}")
+        if graded.refused or graded.total != 0:
+            fail(f"student copy scores {graded.total} (refused: {graded.refused}), not 0")
+    log(f"[check] student copy, graded by record/replay: {len(outcomes)} graded tests, "
+        f"{sum(not o.passed for o in outcomes)} fail with their exercise's message, score {graded.total:g} "
         f"({time.time() - t:.0f} s)")
 
     if run_e2e:

@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from .registry import EXERCISES, Exercise
 
 MARKER = re.compile(r"^(\s*)# (BEGIN|END) SOLUTION (\w+)\s*$")
+# Code outside the regions that computes exercises' results another way (a naive reference):
+# `# BEGIN REFERENCE C3,C10` ... `# END REFERENCE C3,C10`, replaced in a student copy that stubs any of them.
+REFERENCE = re.compile(r"^(\s*)# (BEGIN|END) REFERENCE ([\w,]+)\s*$")
 
 
 def find_regions(source: str, where: str = "<source>") -> dict[str, tuple[int, int, str]]:
@@ -41,17 +44,55 @@ def find_regions(source: str, where: str = "<source>") -> dict[str, tuple[int, i
 
 
 def stub_source(source: str, stubs: dict[str, str], where: str = "<source>") -> str:
-    """Replace the regions named in `stubs` ({id: message}) by a `raise NotImplementedError(message)`;
-    drop the marker lines of every other region (their code stays)."""
+    """Replace the inside of the regions named in `stubs` ({id: message}) by a
+    `raise NotImplementedError(message)` (their marker lines stay: a student writes between them, and
+    grading takes only what is between them); drop the marker lines of every other region (their code stays)."""
     lines = source.splitlines(keepends=True)
     regions = find_regions(source, where)
     for xid, (begin, end, indent) in sorted(regions.items(), key=lambda kv: -kv[1][0]):  # bottom-up
         if xid in stubs:
-            lines[begin:end + 1] = [f"{indent}raise NotImplementedError({stubs[xid]!r})\n"]
+            lines[begin + 1:end] = [f"{indent}raise NotImplementedError({stubs[xid]!r})\n"]
         else:
             del lines[end]
             del lines[begin]
     return "".join(lines)
+
+
+def outside_regions(source: str, where: str = "<source>") -> str:
+    """The source with every region's inside removed (its marker lines stay): what a submission must not change."""
+    lines = source.splitlines(keepends=True)
+    for begin, end, _ in sorted(find_regions(source, where).values(), key=lambda r: -r[0]):
+        del lines[begin + 1:end]
+    return "".join(lines)
+
+
+def stub_references(source: str, stubbed: set[str], where: str = "<source>") -> str:
+    """Replace each REFERENCE block whose exercises include a stubbed one by a raise saying why."""
+    out, open_at = [], None
+    for i, line in enumerate(source.splitlines(keepends=True)):
+        m = REFERENCE.match(line)
+        if m and m.group(2) == "BEGIN":
+            if open_at is not None:
+                raise ValueError(f"{where}:{i + 1}: a REFERENCE block inside another")
+            open_at = (m.group(1), m.group(3).split(","))
+            block = []
+            continue
+        if m and m.group(2) == "END":
+            if open_at is None:
+                raise ValueError(f"{where}:{i + 1}: END REFERENCE without its BEGIN")
+            indent, ids = open_at
+            if set(ids) & stubbed:
+                msg = (f"not in the student copy: this computes exercise(s) {', '.join(ids)} another way "
+                       "(the instructor's copy has it)")
+                out.append(f"{indent}raise NotImplementedError({msg!r})\n")
+            else:
+                out += block
+            open_at = None
+            continue
+        (block if open_at is not None else out).append(line)
+    if open_at is not None:
+        raise ValueError(f"{where}: BEGIN REFERENCE without its END")
+    return "".join(out)
 
 
 def module_file(module: str) -> str:
@@ -66,7 +107,7 @@ def region_text(ex: Exercise) -> str:
     return "".join(source.splitlines(keepends=True)[begin + 1:end])
 
 
-def _function_object(ex: Exercise):
+def function_object(ex: Exercise):
     obj = importlib.import_module(ex.module)
     for name in ex.function.split("."):
         obj = obj.__dict__[name] if isinstance(obj, type) else getattr(obj, name)
@@ -103,7 +144,7 @@ def changed_function(ex: Exercise, change: Callable[[str], str]) -> Iterator[Non
     with open(path) as f:
         source = f.read()
     code = _compile_function(change(source), ex, path)
-    func = _function_object(ex)
+    func = function_object(ex)
     original = func.__code__
     func.__code__ = code
     try:

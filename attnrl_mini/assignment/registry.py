@@ -1,8 +1,9 @@
 """The exercise registry: what a student writes, where, for how many points, graded by which tests.
 
 Each exercise is the body of one real function of the package, between `# BEGIN SOLUTION <id>` and
-`# END SOLUTION <id>`. A student copy replaces that region by
-`raise NotImplementedError("Exercise <id> (<equation>): ...")`. Graded tests live in tests/graded/
+`# END SOLUTION <id>`. A student copy replaces the inside of that region by
+`raise NotImplementedError("Exercise <id> (<equation>): ...")` (the markers stay: grading takes only
+what is between them). Graded tests live in tests/graded/
 and are named after their exercise: test_c2_... counts for C2 (hidden tests in an overlay too).
 """
 from __future__ import annotations
@@ -64,7 +65,7 @@ EXERCISES: list[Exercise] = [
              "Apply the LM head to one chunk of hidden states, take an fp32 log-softmax over the vocabulary, "
              "pick log π(target) and, when asked, the entropy H = -Σ_v π(v) log π(v) of the full distribution."),
     Exercise("A2", "response log-probs of a left-padded batch", "attnrl_mini.algorithm.logprobs", "response_logprobs", 5, "",
-             "§g", ("test_a2_response_logprobs_against_full_logits",),
+             "§g", ("test_a2_response_logprobs_against_full_logits", "test_a2_longest_response_not_first"),
              "Given the decoder's hidden states of left-padded prompt+response rows, return log π of every "
              "response token, right-aligned in a [B, R_max] tensor with 0 on padding. The hidden state at "
              "position t predicts token t+1: get the shift right.",
@@ -75,14 +76,16 @@ EXERCISES: list[Exercise] = [
              "Â_i = (r_i - mean(r)) / (std(r) + eps) with the unbiased (n-1) std; a group of one uses mean 0 "
              "and std 1 (as verl). With scale_by_std=False return Dr. GRPO's mean-only r_i - mean(r)."),
     Exercise("A4", "PPO loss: clip-higher, dual clip, k3 KL, token-mean", "attnrl_mini.algorithm.loss", "ppo_loss", 10, "",
-             "§g", ("test_a4_clip_higher_and_dual_clip_by_hand", "test_a4_k3_kl_by_hand",
+             "§g", ("test_a4_clip_higher_and_dual_clip_by_hand", "test_a4_asymmetric_clip_one_token_at_a_time",
+                    "test_a4_padding_positions_ignored", "test_a4_k3_kl_by_hand",
                     "test_a4_token_mean_not_sequence_mean"),
              "Compute the per-token loss of the module docstring and define the names the statistics below "
              "the region use: log_ratio, ratio, loss_unclipped, loss_clipped, loss_clip, pg, kl and loss "
              "(a true token-mean: divide by denom)."),
     # ---- Part B: tree rollouts ---------------------------------------------------------------------------
     Exercise("B1", "step segmentation", "attnrl_mini.algorithm.steps", "segment_steps", 5, "", "§a",
-             ("test_b1_separator_ends_its_step", "test_b1_fallbacks", "test_b1_think_end_is_the_last_one"),
+             ("test_b1_separator_ends_its_step", "test_b1_fallbacks", "test_b1_newline_is_only_a_fallback",
+              "test_b1_think_end_on_a_step_boundary", "test_b1_think_end_is_the_last_one"),
              "Cut a response into half-open token spans at separator tokens (a separator ends its step), "
              "falling back to newline tokens, then to one token per step; find the step holding the last </think>."),
     Exercise("B2", "building a prompt's rollout tree", "attnrl_mini.algorithm.tree", "build_prompt_tree", 5, "", "§c",
@@ -99,7 +102,7 @@ EXERCISES: list[Exercise] = [
              "One TrainSequence per root-to-leaf path: concatenated tokens, each token with its segment's "
              "advantage and old log-prob; skip one-segment paths unless train_unbranched."),
     Exercise("B5", "entropy branch points (TreeRL)", "attnrl_mini.algorithm.branching", "entropy_branch_points", 5, "",
-             "§h", ("test_b5_highest_entropy_positions", "test_b5_short_responses_cycle"),
+             "§h", ("test_b5_highest_entropy_positions", "test_b5_ties_in_a_long_window", "test_b5_short_responses_cycle"),
              "The n highest-entropy positions among 0 .. R-2 (ties to the earlier one), cycled when there are "
              "fewer, returned sorted."),
     # ---- Part C: AttnRL ----------------------------------------------------------------------------------
@@ -107,42 +110,44 @@ EXERCISES: list[Exercise] = [
              ("test_c1_step_weight_matrix_by_hand", "test_c1_double_mean"),
              "W [S+1, T] with W[a, t] = 1/|r_a| for t in range a, so that W A Wᵀ is Eq. 4's double mean."),
     Exercise("C2", "forward context influence of each step", "attnrl_mini.algorithm.fci", "step_attention_to_fci", 5,
-             "Eq. 5", "§b", ("test_c2_eq5_by_hand", "test_c2_think_end_and_batch_dims"),
+             "Eq. 5", "§b", ("test_c2_eq5_by_hand", "test_c2_think_end_and_batch_dims", "test_c2_think_end_zeroes_every_later_step"),
              "y[k] = Σ over ranges a at least Δ after step k's range of α[a, range of k]; zero the first "
              "response step and every step from the </think> step on. Works on any leading dims."),
     Exercise("C3", "max over heads and layers", "attnrl_mini.algorithm.fci", "FCIContext.add_layer", 5, "Eq. 6", "§b",
-             ("test_c3_running_max_over_heads_and_layers",),
+             ("test_c3_running_max_over_heads_and_layers", "test_c3_heads_differ_on_shared_entries"),
              "Fold one layer's [H, S+1, S+1] step matrices into the row's running FCI: Eq. 5 per head, then "
              "the max over heads and over the layers seen so far (and the same for the kept α when asked).",
              depends_on=("C2",)),
     Exercise("C4", "Eq. 7 candidate steps", "attnrl_mini.algorithm.branching", "fci_candidate_steps", 5, "Eq. 7", "§c",
-             ("test_c4_quantile_threshold_by_hand", "test_c4_step0_excluded_and_zero_threshold"),
+             ("test_c4_quantile_threshold_by_hand", "test_c4_step0_excluded_and_zero_threshold",
+              "test_c4_zero_threshold_takes_the_smallest_positive"),
              "τ = the 0.8 quantile (linear interpolation) of all S step scores; candidates are steps k >= 1 "
              "with y_k >= τ; if τ = 0 while some y_k > 0, τ is the smallest positive y_k."),
     Exercise("C5", "ATB branch points", "attnrl_mini.algorithm.branching", "fci_branch_points", 5, "Eq. 7", "§c",
              ("test_c5_earliest_candidates_not_highest", "test_c5_spacing_and_start_rules",
-              "test_c5_fallback_cycles"),
+              "test_c5_fallback_cycles", "test_c5_spacing_both_ways_and_absolute_start"),
              "Scan the candidates earliest first, accept a step if it starts late enough and is min_gap tokens "
              "from every accepted step; short of n, use the fallback; return sorted offsets.",
              depends_on=("C4",)),
     Exercise("C6", "branch counts", "attnrl_mini.algorithm.adaptive", "branch_count", 5, "Eq. 8-9", "§e",
-             ("test_c6_branch_counts_g6", "test_c6_other_g"),
+             ("test_c6_branch_counts_g6", "test_c6_other_g", "test_c6_exact_half_rounds_up"),
              "M(a) = ceil(G·e^(-a)) (release), Round(G·e^(-a)) half up (paper) or G (uniform)."),
     Exercise("C7", "which responses to branch; the attention filter", "attnrl_mini.algorithm.adaptive",
              "choose_responses_to_branch", 5, "Eq. 8-9", "§e",
-             ("test_c7_minority_first", "test_c7_attention_filter_is_strict"),
+             ("test_c7_minority_first", "test_c7_attention_filter_is_strict", "test_c7_distinct_majority_sample"),
              "a = 0: all responses; 0 < a < 1: the minority outcome plus random majority ones up to M(a); "
              "a = 1: dropped (drop_easy) or kept only if the prompt's mean FCI beats the running mean.",
              depends_on=("C6",)),
     Exercise("C8", "the zero-advantage filter", "attnrl_mini.algorithm.adaptive", "drop_zero_advantage_prompts", 5, "",
-             "§e", ("test_c8_drop_prompts_without_contrast",),
+             "§e", ("test_c8_drop_prompts_without_contrast", "test_c8_keeps_the_input_order"),
              "Drop every sequence of a prompt whose trained leaves all have one reward."),
     Exercise("C9", "the batch-size controller", "attnrl_mini.algorithm.adaptive", "BatchSizeController.next_batch_size", 5,
-             "Eq. 10", "§e", ("test_c9_release_rule_by_hand", "test_c9_paper_rule_by_hand"),
+             "Eq. 10", "§e", ("test_c9_release_rule_by_hand", "test_c9_paper_rule_by_hand", "test_c9_floor_noise_and_clamps",
+              "test_c9_paper_rule_half_up_and_clamps"),
              "The next number of prompts from the last one and the surviving sequences B'': the release's "
              "floor/ceil rule or the paper's Eq. 10, clamped to [1, max_prompts]."),
     Exercise("C10", "challenge: the exact chunked FCI attention", "attnrl_mini.algorithm.fci", "fci_attention", 15,
-             "Eq. 4-6", "§b", ("test_c10_chunked_attention_matches_eager",),
+             "Eq. 4-6", "§b", ("test_c10_chunked_attention_matches_eager", "test_c10_never_builds_the_full_attention"),
              "Per row, per block of query_chunk query rows: logits against the earlier keys (skip left pads, "
              "causal mask, GQA), an fp32 softmax, the attention output P·V, and Eq. 4's step matrix "
              "accumulated block by block; hand each layer's [H, S+1, S+1] matrix to the context (add_layer). "

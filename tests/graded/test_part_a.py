@@ -61,26 +61,36 @@ def tiny_lm() -> Qwen2ForCausalLM:
     return Qwen2ForCausalLM(copy.deepcopy(cfg)).eval()
 
 
-def plain_token_logprobs(hidden, lm_head, targets, chunk=1024, with_entropy=False):
-    """A1's job done plainly, so that A2 is graded on its own."""
-    logp = torch.log_softmax(lm_head(hidden).float(), -1).gather(-1, targets[:, None]).squeeze(-1)
-    return logp, None
+def tagged_logprobs(hidden, lm_head, targets, chunk=1024, with_entropy=False):
+    """Stands in for A1 (so that A2 is graded on its own): not a log-prob, but a value that says which
+    hidden state was paired with which target: hidden[:, 0] + 0.001·target."""
+    return hidden[:, 0] + 0.001 * targets.float(), None
+
+
+def a2_expected(model, prompt, response):
+    """What A2 must return for one row, from the unpadded row's own hidden states: position t predicts t+1."""
+    h = model.model(input_ids=torch.tensor([prompt + response])).last_hidden_state[0]      # [P+R, D]
+    return torch.stack([h[len(prompt) - 1 + j, 0] + 0.001 * tok for j, tok in enumerate(response)])
+
+
+def check_a2(prompts, responses):
+    model = tiny_lm()
+    width = max(map(len, responses))
+    with torch.no_grad(), mock.patch("attnrl_mini.algorithm.logprobs.token_logprobs_from_hidden", tagged_logprobs):
+        got = response_logprobs(model, prompts, responses, pad_id=0, chunk=3)
+        assert got.shape == (len(responses), width)
+        for i, (p, r) in enumerate(zip(prompts, responses)):
+            torch.testing.assert_close(got[i, width - len(r):], a2_expected(model, p, r), rtol=0, atol=1e-5)
+            assert torch.all(got[i, :width - len(r)] == 0), "left padding positions must be 0"
 
 
 def test_a2_response_logprobs_against_full_logits():
-    model = tiny_lm()
-    prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
-    responses = [[10, 11, 12, 13], [14], [15, 16]]        # uneven: right-aligned in a [3, 4] result
-    with torch.no_grad(), mock.patch("attnrl_mini.algorithm.logprobs.token_logprobs_from_hidden", plain_token_logprobs):
-        got = response_logprobs(model, prompts, responses, pad_id=0, chunk=3)
-        assert got.shape == (3, 4)
-        for i, (p, r) in enumerate(zip(prompts, responses)):
-            ids = torch.tensor([p + r])
-            logp = torch.log_softmax(model(ids).logits[0].float(), -1)          # unpadded, one row
-            want = torch.stack([logp[len(p) - 1 + j, tok] for j, tok in enumerate(r)])
-            torch.testing.assert_close(got[i, 4 - len(r):], want, rtol=0, atol=1e-5)
-            assert torch.all(got[i, :4 - len(r)] == 0), "left padding positions must be 0"
-            assert torch.all(want < -0.5), "sanity: a random model gives no token a high probability"
+    check_a2([[1, 2, 3], [4, 5], [6, 7, 8, 9]], [[10, 11, 12, 13], [14], [15, 16]])   # right-aligned in [3, 4]
+
+
+def test_a2_longest_response_not_first():
+    # R_max is the longest response (4, in row 1), not the first row's; a prompt of one token
+    check_a2([[4, 5], [1, 2, 3], [6]], [[14], [10, 11, 12, 13], [15, 16, 17]])
 
 
 # ---- A3: group-normalised advantages (GRPO, Dr. GRPO) -----------------------------------------
@@ -122,6 +132,41 @@ def test_a4_clip_higher_and_dual_clip_by_hand():
     loss.backward()
     # only the unclipped 4th token has a gradient: d(-Â·ρ)/d log π = -Â·ρ = -0.5, divided by N = 4
     torch.testing.assert_close(logp.grad, torch.tensor([[0.0, 0.0, 0.0, -0.125]]), rtol=0, atol=1e-6)
+
+
+def one_token_loss(ratio, adv, **kw):
+    logp = torch.log(torch.tensor([[ratio]]))
+    loss, _ = ppo_loss(logp, torch.zeros(1, 1), None, torch.tensor([[adv]]), torch.ones(1, 1), kl_coef=0.0, **kw)
+    return float(loss)
+
+
+def test_a4_asymmetric_clip_one_token_at_a_time():
+    # ε_low = 0.1, ε_high = 0.4, each token alone (so two wrong clips cannot cancel):
+    #   ρ=1.6, Â=+1: max(-1.6, -1.4) = -1.4      ρ=0.5, Â=-1: max(0.5, 0.9) = 0.9
+    #   ρ=1.2, Â=+1: inside [0.9, 1.4]: -1.2     ρ=0.85, Â=+2: max(-1.7, -1.8) = -1.7 (below 1-ε_low: unclipped)
+    kw = dict(clip_low=0.1, clip_high=0.4)
+    assert one_token_loss(1.6, 1.0, **kw) == pytest.approx(-1.4, abs=1e-6)
+    assert one_token_loss(0.5, -1.0, **kw) == pytest.approx(0.9, abs=1e-6)
+    assert one_token_loss(1.2, 1.0, **kw) == pytest.approx(-1.2, abs=1e-6)
+    assert one_token_loss(0.85, 2.0, **kw) == pytest.approx(-1.7, abs=1e-6)
+    # dual clip, c = 3: ρ=5, Â=-2: max(10, 2.8) = 10 -> min(10, 6) = 6;  ρ=2, Â=-1: max(2, 1.4) = 2 (< 3, kept)
+    assert one_token_loss(5.0, -2.0, **kw) == pytest.approx(6.0, abs=1e-5)
+    assert one_token_loss(2.0, -1.0, **kw) == pytest.approx(2.0, abs=1e-6)
+
+
+def test_a4_padding_positions_ignored():
+    # tokens 0, 1 valid (ρ = 1, Â = +1: loss -1 each), tokens 2, 3 padding
+    # with garbage: log π = 3, log π_old = -2, Â = 7, log π_ref = 5. Only the 2 valid tokens count: (-1 - 1) / 2.
+    logp = torch.tensor([[0.0, 0.0, 3.0, 3.0]]).requires_grad_(True)
+    old = torch.tensor([[0.0, 0.0, -2.0, -2.0]])
+    ref = torch.tensor([[0.0, 0.0, 5.0, 5.0]])
+    adv = torch.tensor([[1.0, 1.0, 7.0, -7.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    loss, _ = ppo_loss(logp, old, ref, adv, mask, kl_coef=0.5)
+    assert loss.item() == pytest.approx(-1.0, abs=1e-6)           # k3 = 0 on the valid tokens (log π = log π_ref)
+    loss.backward()
+    # d(-Â·ρ)/d log π = -Â·ρ = -1 per valid token, / N = 2 (+ β·dk3 = 0 at d = 0); padding gets no gradient
+    torch.testing.assert_close(logp.grad, torch.tensor([[-0.5, -0.5, 0.0, 0.0]]), rtol=0, atol=1e-6)
 
 
 def test_a4_k3_kl_by_hand():

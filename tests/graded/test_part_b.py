@@ -28,6 +28,22 @@ def test_b1_fallbacks():
     assert segment_steps([1, 2, 3], SEP, NL).steps == [(0, 1), (1, 2), (2, 3)]  # no line break: tokens
 
 
+def test_b1_newline_is_only_a_fallback():
+    # a "\n\n" exists, so single "\n"s do not cut (they are not used together with the separators)
+    assert segment_steps([1, 8, 2, 9, 3, 8, 4], SEP, NL).steps == [(0, 4), (4, 7)]
+    assert segment_steps([8, 8, 1], SEP, NL).steps == [(0, 1), (1, 2), (2, 3)]   # newline fallback, one per "\n"
+
+
+def test_b1_think_end_on_a_step_boundary():
+    # </think> as the first token of step 1 (offset 2, right after a separator): step 1, not step 0
+    assert segment_steps([1, 9, 7, 2], SEP, NL, think_end_id=THINK).think_end_step == 1
+    # </think> as the very first token: step 0;  as the last token of the response: the last step
+    assert segment_steps([7, 9, 1, 9, 2], SEP, NL, think_end_id=THINK).think_end_step == 0
+    assert segment_steps([1, 9, 2, 7], SEP, NL, think_end_id=THINK).think_end_step == 1
+    # </think> just before the separator that ends its step: still that step
+    assert segment_steps([1, 7, 9, 2], SEP, NL, think_end_id=THINK).think_end_step == 0
+
+
 def test_b1_think_end_is_the_last_one():
     seg = segment_steps([7, 9, 1, 7, 9, 2], SEP, NL, think_end_id=THINK)
     assert seg.steps == [(0, 2), (2, 5), (5, 6)]
@@ -137,6 +153,19 @@ def test_b5_highest_entropy_positions():
     H = torch.tensor([0.1, 0.9, 0.5, 0.9, 2.0])   # the last token (2.0) never counts
     assert entropy_branch_points(H, n=2) == [1, 3]               # tie 0.9/0.9: both, earlier first
     assert entropy_branch_points(H, n=3) == [1, 2, 3]            # returned sorted by position
+
+
+def test_b5_ties_in_a_long_window():
+    # 40 positions (39 in the window): 1.0 at every third position, 0.5 elsewhere, the rest tied;
+    # ties go to the earlier position, so the first four 1.0s win
+    H = torch.full((40,), 0.5)
+    H[::3] = 1.0
+    assert entropy_branch_points(H, n=4) == [0, 3, 6, 9]
+    assert entropy_branch_points(torch.ones(64), n=5) == [0, 1, 2, 3, 4]       # all tied: the first five
+    # 14 of 1.0 (positions 0, 3, .., 39 of a 41-long response: 39 is the last in the window), then 0.5s from 1
+    H = torch.full((41,), 0.5)
+    H[::3] = 1.0
+    assert entropy_branch_points(H, n=15) == sorted(list(range(0, 40, 3)) + [1])
 
 
 def test_b5_short_responses_cycle():
