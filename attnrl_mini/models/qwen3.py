@@ -13,7 +13,8 @@ The chat template switches thinking on and off at the generation prompt:
 
 Sources (data only, no code copied), checked again in tests/test_reasoning_models.py:
 - added tokens, their `special` flags, eos/pad, and the template body: the tokenizer_config.json
-  quoted in akougkas/warpio-cli warpio-docs/ai-docs/model_cards/qwen3:4b.md (Qwen3-4B; its template
+  quoted in akougkas/warpio-cli, folder warpio-docs/ai-docs/model_cards/, the markdown card `qwen3:4b`
+  (Qwen3-4B; its template
   always opens <think>); the hybrid generation-prompt tail of Qwen3-0.6B/1.7B/...: quoted verbatim
   in public code (a SkyRL-based agent's "Qwen-3 chat templates", search index id 13313934896);
 - <think> = 151667 and "\\n" = 198: the release itself (RyanLiu112/AttnRL rl_dataset.py:248);
