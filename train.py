@@ -2,6 +2,7 @@
 
     python train.py                                   # the toy world on a CPU, in minutes
     python train.py --model Qwen2.5-Math-1.5B         # one 24 GB GPU (preset qwen2.5-math-1.5b-24gb)
+    python train.py --model DeepSeek-R1-Distill-Qwen-1.5B   # the paper's model (docs/models.md)
     python train.py --algo treerl --steps 40 --out runs/treerl
     python train.py --out runs/toy --resume           # continue a killed run exactly
     python train.py --out runs/toy --resume --steps 90   # extend a finished run
@@ -19,8 +20,8 @@ import errno
 import sys
 import warnings
 
-from attnrl_mini.run.config import (MAY_CHANGE_ON_RESUME, MODEL_ALIASES, PRESETS, Config, algo_overrides, make_config,
-                                validate)
+from attnrl_mini.run.config import (MAY_CHANGE_ON_RESUME, MODEL_ALIASES, MODEL_PRESETS, PRESETS, Config, algo_overrides,
+                                make_config, validate)
 from attnrl_mini.worlds import WORLD_NAMES
 
 RESUME_HELP = ("continue the run in --out from its newest finished checkpoint: the same run exactly, with its own "
@@ -46,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     """One flag per Config field; its help and choices come from the field (config.opt)."""
     p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="default: 'toy' for the toy model, 'qwen2.5-math-1.5b-24gb' for Qwen2.5-Math-1.5B, "
-                        "otherwise the paper's defaults")
+                   help="default: 'toy' for the toy model, the model's own preset for the models of docs/models.md "
+                        "(e.g. 'r1-distill-qwen-1.5b-24gb'), otherwise the paper's defaults")
     p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     defaults = Config()
@@ -75,8 +76,8 @@ def _parse(argv=None) -> tuple[Config, bool, bool, dict]:
         model = explicit.get("model", "toy")
         if model in WORLD_NAMES:    # the built-in worlds ("toy", "toy-plan") have presets of their names
             preset = model
-        elif MODEL_ALIASES.get(model, model) == "Qwen/Qwen2.5-Math-1.5B":
-            preset = "qwen2.5-math-1.5b-24gb"
+        else:               # the models of docs/models.md have presets; any other model the paper's defaults
+            preset = MODEL_PRESETS.get(MODEL_ALIASES.get(model, model))
     base = dict(PRESETS[preset]) if preset else {}
     algo = explicit.get("algo", base.get("algo", "attnrl"))
     if algo not in ("attnrl", "treerl", "grpo"):

@@ -150,8 +150,13 @@ def vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tupl
     return vocab, [(as_text(a), as_text(b)) for *_, a, b in merges]
 
 
-def build_tokenizer_dir(out_dir: str | os.PathLike) -> str:
-    """Write Qwen2.5-Math-1.5B's tokenizer files into `out_dir` (created if needed); returns it."""
+def write_tokenizer_dir(out_dir: str | os.PathLike, added_tokens: list[tuple[str, bool]], chat_template: str,
+                        **config_fields) -> str:
+    """A transformers tokenizer directory over the shared BPE ranks (Qwen2 / Qwen2.5 / Qwen3 / R1-Distill-Qwen).
+
+    `added_tokens` ((text, special) pairs) land at ids 151643, 151644, ... in order; `config_fields`
+    (eos_token, bos_token, pad_token, ...) go into tokenizer_config.json. Returns `out_dir`.
+    """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     out = Path(out_dir)
@@ -166,7 +171,7 @@ def build_tokenizer_dir(out_dir: str | os.PathLike) -> str:
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     # Added in id order right after the BPE ranks, so each lands at its real id (151643 + index).
-    tok.add_tokens([AddedToken(t, special=s, normalized=False) for t, s in ADDED_TOKENS])
+    tok.add_tokens([AddedToken(t, special=s, normalized=False) for t, s in added_tokens])
     tok.save(str(out / "tokenizer.json"))
     with open(out / "vocab.json", "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
@@ -174,17 +179,31 @@ def build_tokenizer_dir(out_dir: str | os.PathLike) -> str:
         f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     config = {
         "tokenizer_class": "Qwen2Tokenizer", "model_max_length": 131072, "errors": "replace",
-        "bos_token": None, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": None,
+        "bos_token": None, "unk_token": None,
         "clean_up_tokenization_spaces": False, "split_special_tokens": False, "add_prefix_space": False,
-        "additional_special_tokens": [t for t, s in ADDED_TOKENS[1:] if s],
+        **config_fields,
         "added_tokens_decoder": {str(N_BPE + i): {"content": t, "lstrip": False, "normalized": False,
                                                    "rstrip": False, "single_word": False, "special": s}
-                                 for i, (t, s) in enumerate(ADDED_TOKENS)},
-        "chat_template": CHAT_TEMPLATE,
+                                 for i, (t, s) in enumerate(added_tokens)},
+        "chat_template": chat_template,
     }
     with open(out / "tokenizer_config.json", "w", encoding="utf-8") as f:
         json.dump(config, f, ensure_ascii=False, indent=1)
     return str(out)
+
+
+def build_tokenizer_dir(out_dir: str | os.PathLike) -> str:
+    """Write Qwen2.5-Math-1.5B's tokenizer files into `out_dir` (created if needed); returns it."""
+    return write_tokenizer_dir(out_dir, ADDED_TOKENS, CHAT_TEMPLATE, eos_token="<|endoftext|>",
+                               pad_token="<|endoftext|>",
+                               additional_special_tokens=[t for t, s in ADDED_TOKENS[1:] if s])
+
+
+def tiny_dims(hidden_size: int, num_layers: int) -> dict:
+    """Tiny depth and width for a random model of a real vocabulary: heads of size 32 (vLLM's CPU
+    attention needs head size >= 32), one KV head."""
+    return dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
+                num_attention_heads=hidden_size // 32, num_key_value_heads=1, head_dim=32)
 
 
 def build_tiny_model_dir(out_dir: str | os.PathLike, *, hidden_size: int = 64, num_layers: int = 2,
@@ -204,9 +223,7 @@ def build_tiny_model_dir(out_dir: str | os.PathLike, *, hidden_size: int = 64, n
 
     out = Path(build_tokenizer_dir(out_dir))
     config = Qwen2Config(
-        vocab_size=OUTPUT_ROWS, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers, num_attention_heads=hidden_size // 32, num_key_value_heads=1, head_dim=32,
-        max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        vocab_size=OUTPUT_ROWS, **tiny_dims(hidden_size, num_layers), max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
         bos_token_id=N_BPE, eos_token_id=N_BPE, use_sliding_window=False)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)

@@ -1,8 +1,9 @@
 """Every hyperparameter in one dataclass, with the paper's / official release's defaults.
 
 The defaults are those of the official AttnRL release (docs/algorithm.md §e–g). Presets override a
-few fields for a scale: `toy` (the built-in CPU world), `qwen2.5-math-1.5b-24gb` (one 24 GB GPU) and
-`t4-16gb` (the same model on one 16 GB card, fp16 where the card has no bf16).
+few fields for a scale: `toy` (the built-in CPU world), `qwen2.5-math-1.5b-24gb`, `r1-distill-qwen-1.5b-24gb`
+and `qwen3-1.7b-24gb` (one 24 GB GPU each; docs/models.md), and `t4-16gb` (Qwen2.5-Math-1.5B on one 16 GB
+card, fp16 where the card has no bf16; docs/scaling.md).
 Each field is also a `train.py` flag (`--field-name value`).
 """
 from __future__ import annotations
@@ -171,6 +172,34 @@ PRESETS: dict[str, dict] = {
         eval_every=25, eval_problems=500, eval_temperature=0.6, save_every=10,
         fci_query_chunk=1024,
     ),
+    # The paper's model, DeepSeek-R1-Distill-Qwen-1.5B, at the paper's 8k responses on one 24 GB GPU.
+    # Sized from the Qwen2.5-Math-1.5B measurements in docs/performance.md (the same 28x1536 Qwen2 with
+    # a separate 0.43 GiB output layer), not yet measured itself: docs/models.md gives the derivation.
+    "r1-distill-qwen-1.5b-24gb": dict(
+        model="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", train_data="data/dapo_math_train.jsonl.gz",
+        out="runs/r1-distill-1.5b", steps=500, dtype="bfloat16", device="cuda",
+        max_prompt_tokens=1024, max_response_tokens=8192,
+        min_branch_gap=512, min_branch_start=512,
+        prompts_per_step=16, target_sequences=16 * 6 * 5, max_prompts_per_step=64,
+        mini_batch_sequences=48, micro_batch_tokens=9216, logprob_chunk_tokens=512,   # one 1024 + 8192 row
+        score_batch_size=2, fci_query_chunk=1024,      # 2 x 9216 tokens per scoring forward (8 x 4096 measured)
+        lr=1e-5, kl_coef=0.001, lora_rank=32, lora_alpha=64,
+        gradient_checkpointing=True, gpu_memory_utilization=0.4, vllm_sleep=False,   # KV cache for 8k responses
+        eval_every=25, eval_problems=100, eval_temperature=0.6, save_every=10,
+    ),
+    # Qwen3-1.7B (hybrid thinking, thinking on) on one 24 GB GPU: 4k responses; derivation in docs/models.md.
+    "qwen3-1.7b-24gb": dict(
+        model="Qwen/Qwen3-1.7B", train_data="data/dapo_math_train.jsonl.gz", out="runs/qwen3-1.7b",
+        steps=500, dtype="bfloat16", device="cuda",
+        max_prompt_tokens=1024, max_response_tokens=4096,
+        min_branch_gap=512, min_branch_start=512,
+        prompts_per_step=16, target_sequences=16 * 6 * 5, max_prompts_per_step=64,
+        mini_batch_sequences=48, micro_batch_tokens=8192, logprob_chunk_tokens=512,
+        score_batch_size=4, fci_query_chunk=1024,      # 4 x 5120 tokens per scoring forward
+        lr=1e-5, kl_coef=0.001, lora_rank=32, lora_alpha=64,
+        gradient_checkpointing=True, gpu_memory_utilization=0.4, vllm_sleep=False,
+        eval_every=25, eval_problems=100, eval_temperature=0.6, save_every=10,
+    ),
 }
 
 PRESETS["toy-plan"] = {**PRESETS["toy"], **PRESETS["toy-plan"]}
@@ -183,7 +212,13 @@ PRESETS["t4-16gb"] = {**PRESETS["qwen2.5-math-1.5b-24gb"], **dict(
     out="runs/qwen1.5b-t4", dtype="auto", max_response_tokens=2048, gpu_memory_utilization=0.35)}
 
 # Short names accepted by --model.
-MODEL_ALIASES = {"Qwen2.5-Math-1.5B": "Qwen/Qwen2.5-Math-1.5B", "Qwen2.5-Math-7B": "Qwen/Qwen2.5-Math-7B"}
+MODEL_ALIASES = {"Qwen2.5-Math-1.5B": "Qwen/Qwen2.5-Math-1.5B", "Qwen2.5-Math-7B": "Qwen/Qwen2.5-Math-7B",
+                 "DeepSeek-R1-Distill-Qwen-1.5B": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+                 "Qwen3-1.7B": "Qwen/Qwen3-1.7B"}
+# The preset `train.py --model M` picks when no --preset is given (docs/models.md).
+MODEL_PRESETS = {"Qwen/Qwen2.5-Math-1.5B": "qwen2.5-math-1.5b-24gb",
+                 "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B": "r1-distill-qwen-1.5b-24gb",
+                 "Qwen/Qwen3-1.7B": "qwen3-1.7b-24gb"}
 
 
 def make_config(preset: str | None = None, **overrides) -> Config:
