@@ -108,7 +108,7 @@ def test_key_lists_catch_a_wrong_key_and_every_field_is_accounted_for():
     assert mapped == {f.name for f in dataclasses.fields(Config)}
 
 
-# ---- export verl --check: Hydra composition against verl 0.9.1's and the recipe's config files ----------------
+# ---- export verl --check: the overrides applied to verl 0.9.1's and the recipe's composed config files ---------
 
 def _planted(out, tmp_path, script, old, new):
     """A copy of the export's two scripts with one override of `script` rewritten."""
@@ -175,13 +175,66 @@ def test_check_batch_divisibility(exported, tmp_path):
         export_check.check_export(str(static), gpus=7, log=lambda m: None)
 
 
-def test_pinned_verl_files_compose_to_the_generated_config():
-    """The 18 pinned YAML files compose to exactly verl 0.9.1's own _generated_ppo_trainer.yaml keys
-    (tests/data/verl_config_keys.txt), so no file of the defaults list is missing."""
+def test_pinned_verl_config_is_the_wheels_generated_config():
+    """The pinned file is verl 0.9.1's _generated_ppo_trainer.yaml (the sha256 in
+    attnrl_mini/tools/verl_config/README.md) with exactly the keys of tests/data/verl_config_keys.txt; the
+    recipe's file is self-contained too; both read `1e-6` as a float."""
+    import hashlib
     import sys
-    from omegaconf import OmegaConf
     sys.path.insert(0, os.path.join(os.path.dirname(DATA), "..", "scripts"))
     from config_keys import dotted_keys
-    _, config_dir, name = export_check.TARGETS["run_verl_grpo.sh"]
-    composed = OmegaConf.to_container(export_check.compose(config_dir, name, []), resolve=False)
-    assert set(dotted_keys(composed)) - {"model_engine"} == valid_keys("verl_config_keys.txt")
+    _, path = export_check.TARGETS["run_verl_grpo.sh"]
+    with open(os.path.join(export_check.HERE, "README.md")) as f:
+        assert hashlib.sha256(open(path, "rb").read()).hexdigest() in f.read()
+    assert set(dotted_keys(export_check.load_config(path))) == valid_keys("verl_config_keys.txt")
+    assert export_check.load_config(path)["actor_rollout_ref"]["actor"]["optim"]["lr"] == 1e-6   # `1.0e-06`
+    recipe = export_check.load_config(export_check.TARGETS["run_attnrl_recipe.sh"][1])   # raises on a defaults list
+    assert recipe["actor_rollout_ref"]["actor"]["optim"]["lr"] == 1e-6   # written `1e-6`: a float, as in OmegaConf
+
+
+# What Hydra 1.3.8's own parser (OverridesParser.parse_override("k=" + text).value()) returned for each text,
+# recorded before hydra-core left the requirements (it pins antlr4 4.9; Math-Verify needs 4.13).
+HYDRA_READS = [
+    ("1", 1), ("-1", -1), ("+3", 3), ("017", "017"), ("1_000", 1000), ("1.0", 1.0), ("1.", 1.0), (".5", 0.5),
+    ("1e-06", 1e-06), ("1E5", 100000.0), ("1.5e+3", 1500.0), ("-INF", float("-inf")),
+    ("true", True), ("True", True), ("FALSE", False), ("null", None), ("Null", None),
+    ("yes", "yes"), ("off", "off"), ("1:30", "1:30"), ("0x1F", "0x1F"), ("2025-10-17", "2025-10-17"),
+    ("token-mean", "token-mean"), ("/tmp/a/b.parquet", "/tmp/a/b.parquet"), ("1.0.0", "1.0.0"), ("a@b", "a@b"),
+    ("'quoted'", "quoted"), ('"dq"', "dq"), ("''", ""), ("'a b'", "a b"),
+    ("[a,b]", ["a", "b"]), ("[1, 2]", [1, 2]), ("[]", []), ("[1.5,true,null,'x']", [1.5, True, None, "x"]),
+]
+
+
+@pytest.mark.parametrize("text, want", HYDRA_READS)
+def test_parse_value_reads_as_hydra(text, want):
+    got = export_check.parse_value(text)
+    assert got == want and type(got) is type(want)
+    if isinstance(want, list):
+        assert [type(v) for v in got] == [type(v) for v in want]
+
+
+@pytest.mark.parametrize("override, why", [
+    ("k=${a.b}", "k: value '${a.b}' is an interpolation"),
+    ("k=a,b", "k: value 'a,b' is outside"),               # a sweep
+    ("k={a:1}", "k: value '{a:1}' is outside"),           # a mapping
+    ("k=choice(1,2)", "k: value 'choice(1,2)' is outside"),
+    ("k=[[1],2]", "k: value '[[1],2]' is a nested list"),
+    ("k=", "k: value '' is outside"),
+    ("~k=1", "~k: not a `key=value`"), ("++k=1", "++k: not a `key=value`"), ("k@pkg=1", "k@pkg: not a `key=value`"),
+    ("model_engine/dp=1", "model_engine/dp: not a `key=value`"), ("k", "k: not a `key=value`"),
+])
+def test_parse_override_refuses_what_it_does_not_read(override, why):
+    with pytest.raises(export_check.ExportCheckError) as e:
+        export_check.parse_override(override)
+    assert str(e.value).startswith(why), str(e.value)
+
+
+def test_check_overrides_sets_adds_and_refuses_on_a_small_config(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("a:\n  n: 1\n  s: x\n  opt: null\nb: 2\n")
+    composed = export_check.check_overrides(["a.n=3", "a.opt=[1,2]", "+a.new=1e-06", "+c.d.e=true"], str(config), "c")
+    assert composed == {"a": {"n": 3, "s": "x", "opt": [1, 2], "new": 1e-06}, "b": 2, "c": {"d": {"e": True}}}
+    with pytest.raises(export_check.ExportCheckError) as e:
+        export_check.check_overrides(["a.n=3", "a.n=4", "+b.x=1", "+a.s=y", "a.m=1", "b=[1]"], str(config), "c")
+    assert str(e.value) == ("a.n: set twice; b.x: b is 2 in the config, not a mapping; a.s: already in c; set it "
+                            "without '+'; a.m: no such key in c; b: is int in the config (2), got [1]")

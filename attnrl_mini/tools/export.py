@@ -13,8 +13,8 @@ writes into --out:
   run_attnrl_recipe.sh                  the official AttnRL recipe (github.com/RyanLiu112/AttnRL, recipe/attnrl)
   key_map.md                            which of our fields went to which key, and which have none
 
-Every key these scripts set exists in the config files of those repositories: `--check` composes the
-scripts with Hydra against pinned copies of verl 0.9.1's and the recipe's YAML files (export_check.py);
+Every key these scripts set exists in the config files of those repositories: `--check` applies the
+scripts' overrides to pinned copies of verl 0.9.1's and the recipe's composed YAML configs (export_check.py);
 the key lists in tests/data/ are read from the same files. A `+key` is one the recipe's own launch
 script adds. What has no key is listed in key_map.md with the reason
 (mostly constants the release hard-codes, docs/algorithm.md §j).
@@ -275,8 +275,8 @@ def main(argv=None) -> dict:
     ap.add_argument("target", choices=["verl"], help="what to export for")
     ap.add_argument("--run", required=True, help="a train.py run directory (config.json + checkpoints/)")
     ap.add_argument("--out", required=True, help="directory to write (created)")
-    ap.add_argument("--check", action="store_true", help="then compose both scripts with Hydra against verl 0.9.1's "
-                    "and the AttnRL recipe's config files (export_check.py); an unknown key, a wrong type or a batch "
+    ap.add_argument("--check", action="store_true", help="then apply both scripts' overrides to verl "
+                    "0.9.1's and the AttnRL recipe's config files (export_check.py); an unknown key, a wrong type or a batch "
                     "that does not divide by the GPU count fails, naming the key")
     ap.add_argument("--gpus", type=int, default=None, help="with --check: GPUs per node (default: NGPUS_PER_NODE, else 8)")
     args = ap.parse_args(argv)
