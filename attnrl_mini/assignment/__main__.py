@@ -1,4 +1,4 @@
-"""python -m attnrl_mini.assignment {build, grade, check, e2e} (see README "Teaching with attnrl-mini")."""
+"""python -m attnrl_mini.assignment {build, grade, check, e2e} (see docs/teaching.md)."""
 from __future__ import annotations
 
 import argparse

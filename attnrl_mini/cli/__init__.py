@@ -1,0 +1,31 @@
+"""The command lines. train.py and eval.py at the repository root call cli/train.py and cli/eval.py;
+an installed copy (pyproject.toml) has them, and inspect and the assignment, as console scripts:
+
+    attnrl-train ...        = python train.py ...
+    attnrl-eval ...         = python eval.py ...
+    attnrl-inspect ...      = python -m attnrl_mini.tools.inspect ...
+    attnrl-assignment ...   = python -m attnrl_mini.assignment ...
+
+A console script exits with what its function returns, so these return nothing (or an exit code).
+"""
+import sys
+
+
+def train() -> None:
+    from attnrl_mini.cli.train import main
+    main()
+
+
+def evaluate() -> None:
+    from attnrl_mini.cli.eval import main
+    main()
+
+
+def inspect() -> None:
+    from attnrl_mini.tools.inspect import main
+    main()
+
+
+def assignment() -> None:
+    from attnrl_mini.assignment.__main__ import main
+    sys.exit(main())
