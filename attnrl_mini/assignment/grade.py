@@ -86,13 +86,14 @@ def results_json(scores: list[ExerciseScore]) -> dict:
 
 
 def table(scores: list[ExerciseScore]) -> str:
-    rows = [f"{'exercise':<10}{'title':<52}{'tests':>9}{'score':>13}"]
+    width = max([len("title")] + [len(s.title) for s in scores]) + 2     # full titles, never cut
+    rows = [f"{'exercise':<10}{'title':<{width}}{'tests':>9}{'score':>13}"]
     for s in scores:
         passed = sum(o.passed for o in s.outcomes)
-        rows.append(f"{s.id:<10}{s.title[:50]:<52}{f'{passed}/{len(s.outcomes)}':>9}"
+        rows.append(f"{s.id:<10}{s.title:<{width}}{f'{passed}/{len(s.outcomes)}':>9}"
                     f"{f'{s.score:g}/{s.max_score:g}':>13}")
     total, max_total = sum(s.score for s in scores), sum(s.max_score for s in scores)
-    rows.append(f"{'total':<10}{'':<52}{'':>9}{f'{total:g}/{max_total:g}':>13}")
+    rows.append(f"{'total':<10}{'':<{width}}{'':>9}{f'{total:g}/{max_total:g}':>13}")
     return "\n".join(rows)
 
 
