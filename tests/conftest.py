@@ -1,6 +1,6 @@
 """The test suite cleans up after itself: when the session ends, nothing is new in the checkout (no
 stray results.json, run directory, lock file or build output; untracked and ignored files alike, less
-caches) and no sidecar log is left in the temporary directory. Anything new fails the session, named."""
+caches) and no sidecar log of this checkout is left in the temporary directory. Anything new fails the session, named."""
 import glob
 import os
 import subprocess
@@ -19,7 +19,17 @@ def _leftovers() -> set[str] | None:
         return None                                   # not a git checkout: nothing to compare
     files = {line[3:] for line in out.splitlines() if line[:2] in ("??", "!!")}
     files = {f for f in files if not any(c in f.split("/") for c in CACHES)}
-    return files | set(glob.glob(os.path.join(tempfile.gettempdir(), "attnrl_vllm_*.log")))
+    return files | {log for log in glob.glob(os.path.join(tempfile.gettempdir(), "attnrl_vllm_*.log")) if _ours(log)}
+
+
+def _ours(log: str) -> bool:
+    """A sidecar log of this checkout (its start names the model directory). Other checkouts on a shared
+    machine write the same names; a sidecar of a model outside the checkout (a tmp_path model) is missed."""
+    try:
+        with open(log, "rb") as f:
+            return str(ROOT).encode() in f.read(1 << 18)
+    except OSError:
+        return False
 
 
 def pytest_sessionstart(session):

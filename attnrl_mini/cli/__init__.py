@@ -6,26 +6,27 @@ an installed copy (pyproject.toml) has them, and inspect and the assignment, as 
     attnrl-inspect ...      = python -m attnrl_mini.tools.inspect ...
     attnrl-assignment ...   = python -m attnrl_mini.assignment ...
 
-A console script exits with what its function returns, so these return nothing (or an exit code).
+A console script exits with what its function returns, so these return nothing (or an exit code). Their
+names end in _main so that none hides a submodule (attnrl_mini.cli.train is the module).
 """
 import sys
 
 
-def train() -> None:
+def train_main() -> None:
     from attnrl_mini.cli.train import main
     main()
 
 
-def evaluate() -> None:
+def eval_main() -> None:
     from attnrl_mini.cli.eval import main
     main()
 
 
-def inspect() -> None:
+def inspect_main() -> None:
     from attnrl_mini.tools.inspect import main
     main()
 
 
-def assignment() -> None:
+def assignment_main() -> None:
     from attnrl_mini.assignment.__main__ import main
     sys.exit(main())

@@ -128,6 +128,12 @@ def load_benchmark_problems(name: str, limit: int | None):
     return problems[:limit] if limit else problems
 
 
+def default_generator(args, toy: bool) -> str:
+    """--generator, or train.py's choice for the model: hf for a built-in world (its presets' generator; at toy
+    scale in-process sampling is faster than starting vLLM), auto otherwise (or with --vllm-url)."""
+    return args.generator or ("hf" if toy and not args.vllm_url else "auto")
+
+
 def default_k(name: str) -> int:
     from attnrl_mini.worlds.data import DEFAULT_K
     return DEFAULT_K.get(name, 1)     # the toy worlds: 1
@@ -222,7 +228,7 @@ def main(argv=None) -> dict:
             raise SystemExit(f"error: the {world} model only knows the {world} world; it cannot do {name!r}: use --benchmarks "
                              f"{world} or pass --model with a real model")
     adapter_dir = resolve_adapter(args.adapter) if args.adapter else None
-    args.generator = args.generator or ("hf" if toy and not args.vllm_url else "auto")
+    args.generator = default_generator(args, toy)
     temperature = args.temperature if args.temperature is not None else (1.0 if toy else 0.6)
     max_new_tokens = args.max_new_tokens or default_max_new_tokens(model_dir, toy)
     device = policy.resolve_device(args.device)
