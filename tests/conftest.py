@@ -1,6 +1,7 @@
 """The test suite cleans up after itself: when the session ends, nothing is new in the checkout (no
 stray results.json, run directory, lock file or build output; untracked and ignored files alike, less
-caches) and no sidecar log of this checkout is left in the temporary directory. Anything new fails the session, named."""
+caches) and no sidecar log of this checkout is left in the temporary directory. Anything new fails the
+session, named."""
 import glob
 import os
 import subprocess
