@@ -9,7 +9,7 @@
 2. Faults: damage to a finished run's files, then --resume: what happens.
 3. Bad inputs: each command must end with exit code != 0 and a last stderr line starting "error:",
    without a traceback (libraries' progress bars may come before it); its seconds are printed.
-Writes the tables as Markdown to faults.md in --out (the README's Reliability section comes from it).
+Writes the tables as Markdown to faults.md in --out (docs/reliability.md comes from it).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The properties a world is judged by (README "When does attention help?"), measured on its shipped model.
+"""The properties a world is judged by (docs/worlds.md), measured on its shipped model.
 
     python bench/world_properties.py                         # both worlds -> docs/results/world_properties/
     python bench/world_properties.py --worlds toy-plan --prompts 50

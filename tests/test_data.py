@@ -16,7 +16,7 @@ from attnrl_mini.worlds.data import (BENCHMARKS, DEFAULT_K, Problem, encode_prom
                               problem_from_verl_row)
 
 # ------------------------------------------------------------------------------------------------
-# The bundled files (data/README.md)
+# The bundled files (attnrl_mini/data/README.md)
 
 EXPECTED_SIZES = {"math500": 500, "aime24": 30, "aime25": 30, "amc23": 40, "minerva": 272, "olympiad": 674}
 

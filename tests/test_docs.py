@@ -9,7 +9,10 @@ Checked in every text file:
   - nothing points outside the repository (a parent directory's `shared` docs);
   - a section citation `§x` (`§c.1`, `§a.2–3`, `§e–g`; the paper's own numeric sections such as
     §3.1.1 are not ours) names a section, subsection or numbered item of docs/algorithm.md;
-  - a test node id `tests/test_x.py::test_name` names a test function that exists.
+  - a test node id `tests/test_x.py::test_name` names a test function that exists;
+  - a Markdown link or image `[text](target)` (not a URL) names a file relative to the page holding it;
+  - a command `python train.py --flag`, `python eval.py --flag` (or `attnrl-train` / `attnrl-eval`) uses
+    flags that its parser has, and `python -m attnrl_mini.x.y` names a module that exists.
 This file itself is left out of the scan: it holds bad references on purpose, to show they are caught.
 """
 from __future__ import annotations
@@ -22,12 +25,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TEXT_SUFFIXES = {".py", ".md", ".txt", ".sh", ".toml", ".cfg", ".yml", ".yaml", ""}
+TEXT_SUFFIXES = {".py", ".md", ".txt", ".sh", ".toml", ".cfg", ".yml", ".yaml", ".ipynb", ""}
 RUN_OUTPUTS = {"runs", "results"}          # top-level folders that runs and benches write, not the repository
-TOP_LEVEL = ("attnrl_mini", "bench", "docs", "scripts", "tests", "data", ".ci")
-# The official release's own data files, described (not shipped) in docs/algorithm.md §j.
+TOP_LEVEL = ("attnrl_mini", "bench", "docs", "scripts", "tests", "data", "notebooks", ".ci")
+# The official release's own data files, described (not shipped) in docs/algorithm.md §j; a bare "data/" is the
+# release's folder or an export's OUT/data/ (ours is attnrl_mini/data/, so any longer data/... path is stale).
 RELEASE_PATHS = {"data/deepscaler/deepscaler_train.parquet", "data/train/deepscaler_train.parquet",
-                 "data/train/dapo+math_train.parquet"}
+                 "data/train/dapo+math_train.parquet", "data/"}
 OUTSIDE = ("../" + "shared", "/work/" + "shared", "shared/" + "docs")
 
 PATH_RE = re.compile(r"(?<![\w./+-])((?:%s)/[\w./+-]*)" % "|".join(re.escape(t) for t in TOP_LEVEL))
@@ -35,6 +39,9 @@ MD_RE = re.compile(r"(?<![\w./+-])((?:\.{1,2}/)*[\w+-][\w./+-]*\.md)\b")
 WRITTEN_RE = re.compile(r"--(?:out|markdown|json|png)[ =]\S+")   # a file a command writes
 SECTION_RE = re.compile(r"§((?:0|[a-j])(?:\.\d+)*(?:[–-](?:\d+|[a-j]))?)(?![\w])")
 NODE_RE = re.compile(r"(tests/test_\w+\.py)::(test_\w+)")
+LINK_RE = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
+COMMAND_RE = re.compile(r"(?:python3? (train|eval)\.py|attnrl-(train|eval))((?: +[^\s`|;&)]+)*)")
+MODULE_RE = re.compile(r"python3? -m (attnrl_mini(?:\.\w+)*)")
 
 
 VENDORED = {"verl-0.9.1", "attnrl-378c38e"}   # in attnrl_mini/tools/verl_config/: other projects' files, copied unmodified (their paths are theirs)
@@ -154,6 +161,47 @@ def bad_test_ids(text: str, where: Path) -> list[str]:
     return out
 
 
+def bad_links(text: str, where: Path) -> list[str]:
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        for m in LINK_RE.finditer(line):
+            target = m.group(1)
+            if re.match(r"[a-z]+:", target):                      # http://, https://, mailto:
+                continue
+            if not (where.parent / target).exists():
+                out.append(f"{where}:{lineno}: link {target} does not resolve from {where.parent.name}/")
+    return out
+
+
+@functools.cache
+def cli_flags(command: str) -> frozenset[str]:
+    """Every option string of train.py's or eval.py's parser."""
+    import sys
+    sys.path.insert(0, str(ROOT))
+    if command == "train":
+        from attnrl_mini.cli.train import build_parser
+        parser = build_parser()
+    else:
+        from attnrl_mini.cli import eval as eval_cli
+        parser = eval_cli.build_parser()
+    return frozenset(o for a in parser._actions for o in a.option_strings)
+
+
+def bad_commands(text: str, where: Path) -> list[str]:
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        for m in COMMAND_RE.finditer(line):
+            command = m.group(1) or m.group(2)
+            for flag in re.findall(r"(?<!\S)(--[a-z][\w-]*)", m.group(3)):
+                if flag.split("=")[0] not in cli_flags(command):
+                    out.append(f"{where}:{lineno}: {command}.py has no flag {flag}")
+        for m in MODULE_RE.finditer(line):
+            path = ROOT / m.group(1).replace(".", "/")
+            if not (path.with_suffix(".py").exists() or (path / "__main__.py").exists()):
+                out.append(f"{where}:{lineno}: no module {m.group(1)} to run with python -m")
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # The checkers catch what they should (so the repository-wide tests below can fail)
 # ------------------------------------------------------------------------------------------------
@@ -194,6 +242,22 @@ def test_algorithm_md_has_every_section_letter_and_subsection():
     assert [s for s in SECTIONS if s in expected] == expected
 
 
+def test_a_broken_link_is_caught_and_a_good_one_passes():
+    page = ROOT / "docs" / "x.md"
+    assert bad_links("![curves](results/toy_attnrl_curves.png) [alg](algorithm.md) [w](https://x.org/a)", page) == []
+    assert bad_links("![curves](docs/results/toy_attnrl_curves.png)", page)      # written from the root
+    assert bad_links("[gone](missing.md#part)", page)
+
+
+def test_a_command_with_an_unknown_flag_is_caught():
+    assert bad_commands("`python train.py --lora-rank 32 --out runs/x --resume`", HERE) == []
+    assert bad_commands("python eval.py --model toy --adapter runs/toy --generator hf", HERE) == []
+    assert bad_commands("python -m attnrl_mini.tools.inspect --png x.png; python -m attnrl_mini.assignment check", HERE) == []
+    assert bad_commands("python train.py --steps 3 --lora-ranks 32", HERE)
+    assert bad_commands("attnrl-eval --benchmark toy", HERE)
+    assert bad_commands("python -m attnrl_mini.tools.nothing", HERE)
+
+
 def test_unknown_test_id_is_caught():
     assert bad_test_ids("`tests/test_fci.py::test_forward_influence_by_hand`", HERE) == []
     assert bad_test_ids("`tests/test_fci.py::test_that_does_not_exist`", HERE)
@@ -214,6 +278,8 @@ def test_every_file_and_section_reference_resolves():
     for path in text_files():
         text = path.read_text(encoding="utf-8", errors="replace")
         problems += bad_paths(text, path) + bad_sections(text, path, SECTIONS) + bad_test_ids(text, path)
+        if path.suffix in (".md", ".ipynb"):
+            problems += bad_links(text, path) + bad_commands(text, path)
     assert not problems, "\n".join(p.replace(f"{ROOT}/", "") for p in problems)
 
 

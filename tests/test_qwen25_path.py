@@ -101,7 +101,7 @@ def test_the_tokenizer_equals_tiktoken_on_real_text(tok):
     """Our merges reproduce tiktoken's rank-ordered BPE on 1,500 real problems (MATH-500 + DAPO)."""
     import unicodedata
     ref = reference_encoding()
-    with gzip.open(os.path.join(ROOT, "data", "dapo_math_train.jsonl.gz"), "rt") as f:
+    with gzip.open(os.path.join(ROOT, "attnrl_mini", "data", "dapo_math_train.jsonl.gz"), "rt") as f:
         texts = [json.loads(next(f))["problem"] for _ in range(1000)]
     texts += [p.problem for p in data.load_benchmark("math500")] + SOLUTIONS
     got = tok(texts, add_special_tokens=False)["input_ids"]
@@ -125,7 +125,7 @@ def test_prompt_ids_are_the_papers_template_through_qwen25_math_chat_template(to
 
 def test_the_prompt_length_filter_agrees_with_tokenising(tok):
     """data.prompt_fits skips tokenising prompts of at most max_tokens bytes; same verdicts."""
-    with gzip.open(os.path.join(ROOT, "data", "dapo_math_train.jsonl.gz"), "rt") as f:
+    with gzip.open(os.path.join(ROOT, "attnrl_mini", "data", "dapo_math_train.jsonl.gz"), "rt") as f:
         problems = [data.Problem(str(i), json.loads(next(f))["problem"], "1", "dapo") for i in range(200)]
     for max_tokens in (120, 200):
         verdicts = [data.prompt_fits(tok, p, max_tokens) for p in problems]
@@ -251,7 +251,7 @@ def test_branch_prefixes_round_trip_through_the_sidecar_token_for_token(sidecar,
 
 def _train(qwen_dir, out, *extra):
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--model", qwen_dir,
-           "--train-data", os.path.join(ROOT, "data", "dapo_math_train.jsonl.gz"), "--out", str(out),
+           "--train-data", os.path.join(ROOT, "attnrl_mini", "data", "dapo_math_train.jsonl.gz"), "--out", str(out),
            "--steps", "2", "--prompts-per-step", "2", "--n-initial", "3", "--max-prompt-tokens", "1024",
            "--max-response-tokens", "12", "--eval-problems", "2", "--eval-every", "2", "--save-every", "2",
            "--min-branch-gap", "2", "--min-branch-start", "0", "--fci-delta", "1", "--lora-rank", "8",

@@ -1,9 +1,16 @@
-"""--report-to: TensorBoard event files hold the same scalars as metrics.jsonl; a tracker whose
-package is missing is refused in one line before the run writes anything."""
+"""--report-to: TensorBoard event files and W&B's offline run files hold the same scalars as
+metrics.jsonl, each step once, also across a --resume that redoes steps; a tracker whose package is
+missing is refused in one line before the run writes anything. (trackio is not installed: trackio
+0.43.0 requires pillow < 13 and would downgrade the pinned stack's pillow, so only its missing-package
+error is tested.)"""
 from __future__ import annotations
 
+import collections
+import glob
 import json
 import os
+import shutil
+import struct
 import subprocess
 import sys
 
@@ -46,7 +53,8 @@ def test_tensorboard_event_files_equal_metrics_jsonl(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["wandb", "trackio"])
-def test_a_missing_tracker_package_is_a_one_line_error(tmp_path, name):
+def test_a_missing_tracker_package_is_a_one_line_error(tmp_path, name, monkeypatch):
+    monkeypatch.setitem(sys.modules, name, None)   # import fails as if not installed (wandb is, for the tests)
     with pytest.raises(TrackerError, match=f"pip install {name}"):
         parse_report_to(f"tensorboard,{name}")
     sys.path.insert(0, ROOT)
@@ -66,3 +74,73 @@ def test_trackers_are_imported_only_when_asked_for():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorboard', 'wandb', 'trackio')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def wandb_history(run_file: str) -> list[dict]:
+    """The history rows of a W&B run file (.wandb): a LevelDB-style log of protobuf Records.
+
+    Blocks of 32 KiB after a 7-byte ':W&B' header; each record has a 7-byte header (crc32c, length,
+    type: 1 full, 2 first, 3 middle, 4 last). wandb 0.31 ships no Python reader (its core is in Go)."""
+    from wandb.proto import wandb_internal_pb2
+
+    buf = open(run_file, "rb").read()
+    assert buf[:4] == b":W&B", run_file
+    block, header = 32768, 7
+    pos, records, pending = 7, [], b""
+    while pos + header <= len(buf):
+        left = block - pos % block
+        _crc, length, kind = struct.unpack("<IHB", buf[pos:pos + header])
+        if left < header or (length == 0 and kind == 0):     # block padding
+            pos += left
+            continue
+        data = buf[pos + header:pos + header + length]
+        pos += header + length
+        if kind in (1, 2):
+            pending = data
+        else:
+            pending += data
+        if kind in (1, 4):
+            records.append(pending)
+    rows = []
+    for data in records:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        if record.WhichOneof("record_type") == "history":
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                         for item in record.history.item})
+    return rows
+
+
+def test_wandb_offline_and_tensorboard_get_each_step_once_across_a_resume(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is not installed (requirements.txt pins it)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR"):
+        monkeypatch.delenv(var, raising=False)                # offline: no account, no network
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    cfg = make_config("toy", out=str(out), steps=2, prompts_per_step=2, n_initial=4, max_response_tokens=48,
+                      eval_problems=2, eval_every=1, save_every=1, mini_batch_sequences=16, threads=1,
+                      one_step_stale=False, generator="hf", report_to="wandb,tensorboard")
+    train(cfg)
+    shutil.rmtree(out / "checkpoints" / "step_000002")    # the resume redoes step 2, then runs step 3
+    train(make_config(None, **{**cfg.__dict__, "steps": 3}), resume=True)
+
+    with open(out / "metrics.jsonl") as f:
+        records = {r["step"]: r for r in map(json.loads, f)}
+    assert sorted(records) == [0, 1, 2, 3]
+    timing = lambda key: key.startswith("seconds") or key.startswith("_")   # noqa: E731  (differ between sessions)
+    run_files = sorted(glob.glob(str(out / "wandb" / "*run-*" / "run-*.wandb")))
+    assert len(run_files) == 2                                # one per session, one run id
+    assert len({os.path.basename(f) for f in run_files}) == 1
+    rows = [row for f in run_files for row in wandb_history(f)]
+    assert collections.Counter(row["step"] for row in rows) == {0: 1, 1: 1, 2: 1, 3: 1}
+    for row in rows:
+        expected = {k: v for k, v in scalars(records[row["step"]]).items() if not timing(k)}
+        got = {k: v for k, v in row.items() if not timing(k)}
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-12), row["step"]
+
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    for tag in ("eval_accuracy", "reward", "step"):
+        steps = [e.step for e in acc.Scalars(tag)]
+        assert len(steps) == len(set(steps)), (tag, steps)   # no step sent twice
+        assert set(steps) == {s for s, r in records.items() if tag in r}, tag

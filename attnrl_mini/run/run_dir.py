@@ -2,7 +2,8 @@
 
 - One process per run directory: `RunLock` holds an exclusive `flock` on `<out>/.lock`, which also
   holds the owner's PID. The kernel drops the flock when its process dies, so a lock file left by a
-  killed run is taken over (with a warning naming the dead PID), never waited on.
+  killed run is taken over (with a warning naming the dead PID), never waited on. A clean release
+  removes the lock file (and the run directory, when the run wrote nothing else into it).
 - `--resume` continues the same run: `resume_config` starts from the run's config.json, and an
   explicit flag may only change a field of `config.MAY_CHANGE_ON_RESUME`; any other difference is
   refused, each one listed. `write_config` records every accepted change with the step it took
@@ -26,16 +27,24 @@ class RunLock:
     """Exclusive ownership of a run directory for this process's lifetime (or until release())."""
 
     def __init__(self, out_dir: str, warn=print):
+        self._made_dir = not os.path.isdir(out_dir)
         os.makedirs(out_dir, exist_ok=True)
-        self.path = os.path.join(out_dir, LOCK_FILE)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        self.out_dir, self.path = out_dir, os.path.join(out_dir, LOCK_FILE)
+        while True:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(self._fd)
+                raise ConfigError(f"--out {out_dir} is in use by another process (PID {owner}, lock file {self.path}); "
+                                  "wait for it to finish or choose another --out") from None
+            try:   # the file we locked is still the one at the path (not one a releasing owner just removed)
+                if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(self._fd)
-            raise ConfigError(f"--out {out_dir} is in use by another process (PID {owner}, lock file {self.path}); "
-                              "wait for it to finish or choose another --out") from None
         previous = os.pread(self._fd, 32, 0).decode(errors="replace").strip()
         if previous and previous != str(os.getpid()):
             warn(f"[attnrl] warning: took over the stale lock {self.path} of process {previous}, which is gone")
@@ -44,9 +53,11 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)   # an empty lock file = released cleanly
+            os.unlink(self.path)        # while still holding the lock: a newcomer then locks a new file
             os.close(self._fd)
             self._fd = None
+            if self._made_dir and not os.listdir(self.out_dir):
+                os.rmdir(self.out_dir)  # a run that failed before writing anything leaves no empty folder
 
 
 def has_config(out_dir: str) -> bool:

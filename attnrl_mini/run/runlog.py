@@ -10,6 +10,7 @@ class RunLog:
     def __init__(self, out_dir: str):
         self.out_dir = out_dir
         self.trackers = None   # tracking.Trackers, set by the trainer once the run directory is its own
+        self.tracked_through = -1   # on resume: the last step an earlier session sent (its redone steps are not resent)
         os.makedirs(out_dir, exist_ok=True)
         self.metrics_path = os.path.join(out_dir, "metrics.jsonl")
         self.trees_path = os.path.join(out_dir, "trees.jsonl")
@@ -22,6 +23,7 @@ class RunLog:
         for path in (self.metrics_path, self.trees_path):
             if not os.path.exists(path):
                 continue
+            is_metrics = path == self.metrics_path
             with open(path, encoding="utf-8", errors="replace") as f:
                 lines = f.readlines()
             keep = []
@@ -36,6 +38,8 @@ class RunLog:
                         warn(f"[attnrl] warning: {path}: dropped the partial last line {number} (a run killed mid-write)")
                         continue
                     raise ValueError(f"{path}: line {number} is not a step record ({type(e).__name__}: {e})") from None
+                if is_metrics:   # every record written was also sent to the trackers
+                    self.tracked_through = max(self.tracked_through, record_step)
                 if record_step <= step:
                     keep.append(line if line.endswith("\n") else line + "\n")
             tmp = path + ".tmp"
@@ -49,8 +53,8 @@ class RunLog:
     def write_metrics(self, record: dict, summary: str = "") -> None:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.trackers is not None:
-            self.trackers.log(record, summary)
+        if self.trackers is not None and record["step"] > self.tracked_through:
+            self.trackers.log(record, summary)   # a redone step (exact resume) was sent by the earlier session
 
     def close(self) -> None:
         if self.trackers is not None:
@@ -68,7 +72,8 @@ class RunLog:
             return [json.loads(line) for line in f if line.strip()]
 
     def plot(self) -> str:
-        """curves.png: accuracy against steps and against generated tokens; refreshed as the run goes."""
+        """curves.png: accuracy against steps and generated tokens, the valid ratio, the clip fraction (each its own
+        panel and scale); refreshed as the run goes."""
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -76,18 +81,26 @@ class RunLog:
         rows = self.read_metrics()
         if not rows:
             return ""
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        fig, axes = plt.subplots(1, 4, figsize=(19, 4))
         steps = [r["step"] for r in rows]
         ev = [(r["step"], r["cumulative_generated_tokens"], r["eval_accuracy"]) for r in rows if "eval_accuracy" in r]
-        axes[0].plot(steps, [r["train_accuracy"] for r in rows], label="train accuracy (initial samples)", alpha=0.6)
+        trained = [r for r in rows if "train_accuracy" in r]   # step 0 is the evaluation alone
+        axes[0].plot([r["step"] for r in trained], [r["train_accuracy"] for r in trained],
+                     label="train accuracy (initial samples)", alpha=0.6)
         if ev:
             axes[0].plot([e[0] for e in ev], [e[2] for e in ev], "o-", label="held-out accuracy")
             axes[1].plot([e[1] for e in ev], [e[2] for e in ev], "o-")
-        axes[0].set_xlabel("step"); axes[0].set_ylabel("accuracy"); axes[0].legend(); axes[0].grid(alpha=0.3)
-        axes[1].set_xlabel("generated tokens"); axes[1].set_ylabel("held-out accuracy"); axes[1].grid(alpha=0.3)
-        axes[2].plot(steps, [r["valid_ratio"] for r in rows], label="valid-sample ratio")
-        axes[2].plot(steps, [r.get("clip_frac", 0.0) for r in rows], label="PPO clip fraction")
-        axes[2].set_xlabel("step"); axes[2].legend(); axes[2].grid(alpha=0.3)
+        axes[0].set_title("accuracy per step"); axes[0].set_xlabel("step"); axes[0].set_ylabel("accuracy")
+        axes[0].legend()
+        axes[1].set_title("held-out accuracy per generated token"); axes[1].set_xlabel("generated tokens")
+        axes[1].set_ylabel("held-out accuracy")
+        axes[2].plot([r["step"] for r in trained], [r.get("valid_ratio") for r in trained])
+        axes[2].set_title("valid-sample ratio (prompts with mixed rewards)"); axes[2].set_xlabel("step")
+        axes[2].set_ylim(0, 1.05)
+        axes[3].plot([r["step"] for r in trained], [r.get("clip_frac", 0.0) for r in trained], color="tab:red")
+        axes[3].set_title("PPO clip fraction (tokens whose ratio was clipped)"); axes[3].set_xlabel("step")
+        for ax in axes:
+            ax.grid(alpha=0.3)
         fig.tight_layout()
         path = os.path.join(self.out_dir, "curves.png")
         fig.savefig(path, dpi=90)

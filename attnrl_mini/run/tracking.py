@@ -7,11 +7,14 @@ out; the step's one-line summary is logged as text. Credentials come only from t
 (WANDB_API_KEY, HF_TOKEN, ...): nothing here takes or writes one. Offline: TensorBoard writes event
 files to OUT/tensorboard; W&B runs in offline mode (files in OUT/wandb) unless WANDB_API_KEY or
 WANDB_MODE is set; trackio keeps its local database unless TRACKIO_SPACE_ID is set.
+A resumed run continues the same W&B run (its id is kept in OUT/wandb/attnrl_run_id), and the steps it
+redoes after the checkpoint are not sent again (RunLog.tracked_through): each step reaches a tracker once.
 """
 from __future__ import annotations
 
 import importlib
 import os
+import secrets
 
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}   # name -> pip package
 
@@ -45,6 +48,19 @@ def scalars(record: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def _wandb_run_id(out_dir: str) -> str:
+    """The run directory's W&B run id: made at the first start, read back on --resume."""
+    path = os.path.join(out_dir, "wandb", "attnrl_run_id")
+    if os.path.exists(path):
+        with open(path) as f:
+            return f.read().strip()
+    run_id = secrets.token_hex(4)   # W&B's ids are 8 lowercase alphanumerics
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(run_id)
+    return run_id
+
+
 class Trackers:
     """The trackers of one run; `log` is called by RunLog.write_metrics with every record."""
 
@@ -59,7 +75,8 @@ class Trackers:
                 import wandb
                 offline = not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE"))
                 run = wandb.init(project=os.environ.get("WANDB_PROJECT", "attnrl-mini"), name=run_name,
-                                 dir=out_dir, config=config, mode="offline" if offline else None)
+                                 dir=out_dir, config=config, mode="offline" if offline else None,
+                                 id=_wandb_run_id(out_dir), resume="allow")
                 self.runs.append(("wandb", run))
             elif name == "trackio":
                 import trackio

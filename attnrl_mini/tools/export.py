@@ -192,7 +192,7 @@ def write_scripts(cfg: Config, out: str, run: str, base_model: str) -> dict[str,
 
 
 def key_map_table() -> str:
-    """The markdown table of key_map.md (and of the README)."""
+    """The markdown table of key_map.md (and of docs/scaling.md)."""
     rows = ["| our field | upstream verl (GRPO + LoRA) | AttnRL recipe | note |", "| --- | --- | --- | --- |"]
     rows += [f"| `{m.field}` | {f'`{m.verl}`' if m.verl else '—'} | {f'`{m.recipe}`' if m.recipe else '—'} | {m.note} |"
              for m in KEY_MAP]

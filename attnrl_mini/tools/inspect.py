@@ -73,8 +73,11 @@ def inspect_response(model, tokenizer, prompt_ids: list[int], response_ids: list
 
 
 def format_report(report: dict, prompt_len: int) -> str:
+    think = report["think_end_step"]
+    think_text = (f"step {think} holds the last </think>: it and the steps after it get FCI 0" if think >= 0 else
+                  "no </think> in the response: every step but step 0 can score")
     lines = [f"prompt: {prompt_len} tokens; response: {report['steps'][-1]['end']} tokens, "
-             f"{len(report['steps'])} steps; </think> step: {report['think_end_step']}",
+             f"{len(report['steps'])} steps; {think_text}",
              "", "        step  tokens        FCI     text"]
     branch_starts = set(report["branch_points"])
     for k, step in enumerate(report["steps"]):
@@ -82,8 +85,11 @@ def format_report(report: dict, prompt_len: int) -> str:
         text = repr(step["text"])
         text = text if len(text) <= 60 else text[:57] + "..."
         lines.append(f"  {mark}  {k:4d}  [{step['start']:4d},{step['end']:4d})  {step['fci']:.5f}  {text}")
-    lines += ["", f"branch points (response offsets): {report['branch_points']}   "
-                  "(B = branch step, c = FCI candidate: top 20%)"]
+    lines += ["", f"branch points (response offsets): {report['branch_points']}",
+              "  c = FCI candidate: a step in the top 20% of the response's FCI (Eq. 7); step 0 (FCI 0) never is",
+              "  B = a branch point starts this step: the earliest candidates whose start and spacing pass the",
+              "      preset's min_branch_start / min_branch_gap; a B without c is the fallback (steps 1, 2, ...) used",
+              "      when too few candidates pass"]
     return "\n".join(lines)
 
 
@@ -117,8 +123,9 @@ def draw_png(report: dict, path: str) -> None:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description="Show a response's steps, FCI and AttnRL branch points.")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="toy", help="'toy', 'toy-plan', a local model directory, or a hub id")
+    ap.add_argument("--world", choices=("toy", "toy-plan"), default=None, help="a built-in world: the same as --model NAME")
     ap.add_argument("--prompt", default=None, help="problem text (put through the prompt template)")
     ap.add_argument("--trees", default="", help="draw a rollout tree of this run directory's trees.jsonl to --png")
     ap.add_argument("--step", type=int, default=None, help="with --trees: the training step (default: the last)")
@@ -131,6 +138,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", default="", help="write steps/FCI/branch points to this file")
     ap.add_argument("--png", default="", help="draw the step attention and FCI to this file")
     args = ap.parse_args(argv)
+    from attnrl_mini.cli.quiet import quiet_libraries
+    quiet_libraries()
+    args.model = args.world or args.model
     if args.trees:
         from attnrl_mini.tools import tree_picture
         try:
@@ -161,8 +171,10 @@ def main(argv=None) -> dict:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
+        print(f"wrote {args.json}: the steps, their FCI and the branch points")
     if args.png:
         draw_png(report, args.png)
+        print(f"wrote {args.png}: the step attention matrix (left) and FCI per step (right, red = branch step)")
     return result
 
 

@@ -5,7 +5,7 @@ data, its prompt template (data.py) and the grader (reward.py); `Problem` (probl
 
 - "toy": multi-step arithmetic whose mistakes are slipped digits (toy/).
 - "toy-plan": an early decision that later steps read back, mistakes are wrong decisions
-  (toy_plan/). README "When does attention help?" sets the two side by side.
+  (toy_plan/). docs/worlds.md sets the two side by side.
 
 Both use the same prompt template (the chat template, no system turn) and the same grader.
 """

@@ -3,7 +3,9 @@
 A problem is `{id, problem, answer, source}` (+ an optional difficulty `level`). `answer` is the
 ground truth: a string, or a list of acceptable strings (75 Minerva items). Files:
 
-- JSONL or JSONL.gz, one problem per line (the format of `data/`; see data/README.md);
+- JSONL or JSONL.gz, one problem per line (the format of the bundled files in `attnrl_mini/data/`,
+  package data of an installed copy; see attnrl_mini/data/README.md); a bundled file can be named by
+  its stem (`math500`, `dapo_math_train`) wherever a problem file is asked for;
 - verl-style parquet (the official release's format), when pyarrow is installed: `prompt` = a list
   with one user message, `reward_model.ground_truth`, `data_source`, `extra_info.index`.
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from attnrl_mini.worlds.problem import Problem
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"   # package data: found from any directory
 
 # Benchmark name -> bundled file; the paper's K for Avg@K (Table 1: 32 for the small sets, 4 else).
 BENCHMARKS: dict[str, Path] = {
@@ -29,6 +31,12 @@ BENCHMARKS: dict[str, Path] = {
 }
 DEFAULT_K: dict[str, int] = {"math500": 4, "aime24": 32, "aime25": 32, "amc23": 32, "minerva": 4, "olympiad": 4}
 TRAIN_FILE = DATA_DIR / "dapo_math_train.jsonl.gz"
+BUNDLED: dict[str, Path] = {**BENCHMARKS, "dapo_math_train": TRAIN_FILE}   # names that stand for a bundled file
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A bundled file's name ("math500", "dapo_math_train") -> its path; any other string is a path."""
+    return BUNDLED.get(str(path), Path(path))
 
 INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
 
@@ -104,7 +112,7 @@ def load_problems(path: str | Path) -> list[Problem]:
 
     A malformed row or file raises DataError (a ValueError) naming the file, the line (row) and what is wrong.
     """
-    path = Path(path)
+    path = resolve_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no problem file at {path}")
     name = path.name

@@ -7,7 +7,7 @@ Same recipe as toy/pretrain.py (next-token loss on the solution tokens, AdamW, w
 fixed seed and one CPU thread, so a rebuild on the same machine is bit-identical); only the data
 differ: each training solution has varied wording (problems.solution_steps with an rng) and its
 decision is wrong with probability DECISION_ERROR[level], never its arithmetic. DECISION_ERROR was
-set once from the world's target properties (README "When does attention help?"), not from RL results.
+set once from the world's target properties (docs/worlds.md), not from RL results.
 """
 from __future__ import annotations
 

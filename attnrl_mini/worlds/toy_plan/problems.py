@@ -17,7 +17,7 @@ Gold solution (steps separated by "\\n\\n"):
     12+14=26
     \\boxed{26}
 
-Why this shape (the properties the world is defined by, README "When does attention help?"):
+Why this shape (the properties the world is defined by, docs/worlds.md):
 - a. decisive steps: step 2 makes a choice that every later step depends on and reads back by
   value; the shipped model learnt from solutions whose decision is wrong with a probability that
   grows as the two numbers get closer (`DECISION_ERROR`), while the arithmetic is never wrong, so
