@@ -82,7 +82,6 @@ class RunLog:
         if not rows:
             return ""
         fig, axes = plt.subplots(1, 4, figsize=(19, 4))
-        steps = [r["step"] for r in rows]
         ev = [(r["step"], r["cumulative_generated_tokens"], r["eval_accuracy"]) for r in rows if "eval_accuracy" in r]
         trained = [r for r in rows if "train_accuracy" in r]   # step 0 is the evaluation alone
         axes[0].plot([r["step"] for r in trained], [r["train_accuracy"] for r in trained],
