@@ -178,12 +178,11 @@ def test_logprobs_and_entropies_equal_full_logits(with_fci):
         assert (g.fci is not None) == with_fci
 
 
-@pytest.mark.parametrize("read_only", [False, True])   # the full α (C10) / only what Eq. 5 reads (CPU path)
-def test_fci_forward_layer_outputs_equal_sdpa(read_only):
+def test_fci_forward_layer_outputs_equal_sdpa():
     model = tiny_qwen2()
     prompts, responses, steps, think_end = random_batch()
     batch = left_pad([p + r for p, r in zip(prompts, responses)], pad_id=0)
-    ctx = make_fci_context(batch, [len(p) for p in prompts], steps, think_end, query_chunk=6, read_only=read_only)
+    ctx = make_fci_context(batch, [len(p) for p in prompts], steps, think_end, query_chunk=6)
     with torch.no_grad():
         sdpa_logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                             position_ids=batch.position_ids).logits
@@ -194,41 +193,6 @@ def test_fci_forward_layer_outputs_equal_sdpa(read_only):
     real = batch.attention_mask.bool()                             # pad positions carry no meaning
     torch.testing.assert_close(fci_logits[real], sdpa_logits[real], atol=1e-5, rtol=1e-5)
     assert model.config._attn_implementation == "sdpa"            # restored
-
-
-def test_scoring_computes_only_what_eq5_reads(monkeypatch):
-    # score_responses takes the read-only CPU path (its FCI equals naive: test_chunked_fci_equals_naive),
-    # and that path leaves every α entry Eq. 5 does not read at 0 while the ones it reads equal the full α.
-    from attnrl_mini.algorithm import fci as fci_mod
-    model = tiny_qwen2()
-    prompts, responses, steps, think_end = random_batch()
-    delta = 2
-    seen = {}
-    for read_only in (False, True):
-        batch = left_pad([p + r for p, r in zip(prompts, responses)], pad_id=0)
-        ctx = make_fci_context(batch, [len(p) for p in prompts], steps, think_end, delta=delta, query_chunk=5,
-                               read_only=read_only)
-        layers = []
-        monkeypatch.setattr(ctx, "add_layer", lambda row, alpha: layers.append((row, alpha.clone())))
-        with torch.no_grad(), use_attention(model.model, FCI_ATTENTION):
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                  position_ids=batch.position_ids, fci_context=ctx)
-        seen[read_only] = layers
-    for (row, full), (row2, part) in zip(seen[False], seen[True]):
-        assert row == row2
-        n = full.shape[-1]
-        a_first, b_first, b_end = fci_mod._eq5_read_ranges(fci_mod.step_ranges(len(prompts[row]), steps[row]),
-                                                           delta, think_end[row])
-        a, b = torch.arange(n)[:, None], torch.arange(n)[None, :]
-        read = (a >= b + delta) & (b >= b_first) & (b < b_end)                      # [S+1, S+1]
-        assert read.any() and (~read & (full[0] > 1e-4)).any()                      # the restriction is real
-        torch.testing.assert_close(part[:, read], full[:, read], atol=1e-5, rtol=0)
-        assert (part[:, ~read & (a >= b + delta)] == 0).all()                       # unread Eq. 5 terms: not computed
-    calls = []
-    real = fci_mod._fci_attention_read_only
-    monkeypatch.setattr(fci_mod, "_fci_attention_read_only", lambda *a: calls.append(1) or real(*a))
-    score_responses(model, prompts, responses, steps, think_end, delta=delta, query_chunk=5)
-    assert len(calls) == len(model.model.layers)                                     # one batch, every layer
 
 
 def test_without_context_the_registered_attention_is_plain_sdpa():

@@ -162,7 +162,6 @@ class FCIContext:
     query_chunk: int = 256
     keep_step_attention: bool = False      # also keep max_{l,h} α (for inspection / plots)
     kernel: str = "auto"                   # "torch" (fci_attention below), "triton" (fci_triton.py), "auto"
-    read_only: bool = False                # CPU: compute only the α[a, b] that Eq. 5 reads (_fci_attention_read_only)
     fci: list[torch.Tensor | None] = field(default_factory=list)             # per row: running max y [S]
     step_attention: list[torch.Tensor | None] = field(default_factory=list)  # per row: running max α [S+1, S+1]
     _cache: dict = field(default_factory=dict, repr=False)   # see cached()
@@ -206,12 +205,12 @@ class FCIContext:
 
 def make_fci_context(batch: PaddedBatch, prompt_lens: list[int], steps: list[list[tuple[int, int]]],
                      think_end_steps: list[int], delta: int = 4, query_chunk: int = 256,
-                     keep_step_attention: bool = False, kernel: str = "auto", read_only: bool = False) -> FCIContext:
+                     keep_step_attention: bool = False, kernel: str = "auto") -> FCIContext:
     T = batch.input_ids.shape[1]
     ranges = [step_ranges(p, s) for p, s in zip(prompt_lens, steps)]
     weights = [step_weight_matrix(r, T - off, batch.input_ids.device) for r, off in zip(ranges, batch.pad_offsets)]
     return FCIContext(ranges, weights, list(batch.pad_offsets), list(think_end_steps), delta, query_chunk,
-                      keep_step_attention, kernel, read_only)
+                      keep_step_attention, kernel)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,8 +256,6 @@ def fci_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
     two_pass = two_pass_kernel(fci_context.kernel, query)
     if two_pass is not None:     # GPU: flash attention + a Triton pass for Eq. 4 (fci_triton.py)
         return two_pass.fci_attention_two_pass(query, key, value, scaling, fci_context), None
-    if fci_context.read_only and not fci_context.keep_step_attention and query.device.type == "cpu":
-        return _fci_attention_read_only(query, key, value, scaling, fci_context), None
     # BEGIN SOLUTION C10
     B, H, T, d = query.shape
     Hkv = key.shape[1]
@@ -305,69 +302,6 @@ def fci_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, val
 
     return out, None
     # END SOLUTION C10
-
-
-def _eq5_read_ranges(ranges: list[tuple[int, int]], delta: int, think_end_step: int) -> tuple[int, int, int]:
-    """(first query range, first key range, last key range + 1) of the α[a, b] that y reads.
-
-    y[k] = Σ_{a ≥ k+1+Δ} α[a, k+1] is kept only for response steps 1 ≤ k < think_end_step (step 0 and
-    the steps from the think end on are zeroed, the prompt dropped), i.e. key ranges b = 2 … with
-    b < think_end_step + 1, and queries a ≥ b + Δ ≥ 2 + Δ. Empty when a ≥ len(ranges).
-    """
-    b_end = len(ranges) - delta                       # key ranges b with some query range b + Δ <= S
-    if think_end_step >= 0:
-        b_end = min(b_end, think_end_step + 1)
-    return 2 + delta, 2, b_end
-
-
-def _fci_attention_read_only(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float,
-                             ctx: FCIContext) -> torch.Tensor:
-    """The CPU scoring path: fused attention for the output, and Eq. 4 only where Eq. 5 reads it.
-
-    The layer's output and each query's log-sum-exp come from PyTorch's fused CPU flash attention
-    (the plain forward's cost). The probabilities are then recomputed, exactly, as exp(q·k/√d − lse),
-    only for the queries of ranges a ≥ 2 + Δ against the keys of ranges 2 ≤ b < a − Δ + 1 (the
-    response × response, Δ-lower part that y reads, `_eq5_read_ranges`); the other entries of the
-    returned α are left 0 and never read. `fci_attention`'s exercise body (C10) computes all of α.
-    """
-    B, H, T, d = query.shape
-    Hkv = key.shape[1]
-    G = H // Hkv                      # GQA: query heads j*G .. j*G+G-1 share key/value head j (as repeat_kv)
-    out = query.new_zeros(B, T, H, value.shape[-1])                   # [B, T, H, d]; left pads stay 0
-    for b in range(B):
-        pad = ctx.pad_offsets[b]
-        L = T - pad
-        k, v = key[b:b + 1, :, pad:], value[b:b + 1, :, pad:]       # [1, Hkv, L, d]
-        kx = k.repeat_interleave(G, dim=1) if G > 1 else k           # [1, H, L, d]
-        vx = v.repeat_interleave(G, dim=1) if G > 1 else v
-        o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query[b:b + 1, :, pad:], kx, vx, 0.0, True, scale=scaling)[:2]   # [1, H, L, d], [1, H, L] fp32
-        out[b, pad:] = o[0].transpose(0, 1)
-        ranges, W = ctx.ranges[b], ctx.step_weights[b]               # W [S+1, L]
-        a_first, b_first, b_end = _eq5_read_ranges(ranges, ctx.delta, ctx.think_end_steps[b])
-        alpha = torch.zeros(H, len(ranges), len(ranges), dtype=torch.float32, device=query.device)
-        if a_first < len(ranges) and b_first < b_end:
-            k_lo = ranges[b_first][0]                                 # first key token read
-            q = (query[b, :, pad:] * scaling).view(Hkv, G, L, d)      # [Hkv, G, L, d]
-            WA = torch.zeros(H, len(ranges), L - k_lo, dtype=torch.float32, device=query.device)
-            for q0 in range(ranges[a_first][0], L, ctx.query_chunk):
-                q1 = min(q0 + ctx.query_chunk, L)
-                n = q1 - q0
-                rows = [a for a in range(a_first, len(ranges)) if ranges[a][0] < q1 and ranges[a][1] > q0]
-                a0, a1 = rows[0], rows[-1] + 1
-                k_hi = ranges[min(a1 - 1 - ctx.delta, b_end - 1)][1]   # keys of ranges <= a − Δ, a in the block
-                m = k_hi - k_lo
-                logits = torch.bmm(q[:, :, q0:q1].reshape(Hkv, G * n, d), k[0, :, k_lo:k_hi].transpose(1, 2))
-                probs = (logits.float().view(H, n, m) - lse[0, :, q0:q1, None]).exp_()        # [H, n, m] exact
-                # keys after a query (possible only for the block's earlier ranges) are in its future:
-                # those entries land in α[a, b] with b >= a, which Eq. 5 does not read, but must not be inf
-                future = torch.arange(k_lo, k_hi, device=query.device)[None, :] > \
-                    torch.arange(q0, q1, device=query.device)[:, None]                         # [n, m]
-                probs.masked_fill_(future, 0.0)
-                WA[:, a0:a1, :m] += torch.matmul(W[a0:a1, q0:q1], probs)                       # [H, a1-a0, m]
-            alpha = torch.matmul(WA, W[:, k_lo:].T)                   # Eq. 4 where read  [H, S+1, S+1]
-        ctx.add_layer(b, alpha)
-    return out
 
 
 @functools.cache
@@ -491,8 +425,7 @@ def score_responses(model, prompts: list[list[int]], responses: list[list[int]],
                 if steps is not None:
                     ctx = make_fci_context(batch, [len(prompts[i]) for i in rows], [steps[i] for i in rows],
                                            [think_end_steps[i] for i in rows], delta, query_chunk,
-                                           keep_step_attention=return_step_attention, kernel=kernel,
-                                           read_only=True)
+                                           keep_step_attention=return_step_attention, kernel=kernel)
                     forward_kwargs["fci_context"] = ctx
                 hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                  position_ids=batch.position_ids, use_cache=False,
