@@ -14,6 +14,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from attnrl_mini.generation import (Completion, GenRequest, check_requests, eos_token_ids,
                                     logprob_mismatch, make_generator)
 from attnrl_mini.generation.hf import HFGenerator
+from attnrl_mini.generation.small_qwen2 import SmallQwen2
 
 VOCAB, EOS, PAD = 16, 1, 0
 TOKENIZER = SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD)
@@ -86,10 +87,12 @@ def test_per_request_max_new_tokens():
         assert all(len(c.token_ids) <= m for c in completions)
 
 
+@pytest.mark.parametrize("fast", [True, False])   # small_qwen2's written-out forward / the model's own
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_logprobs_equal_a_forward_pass(model, temperature):
+def test_logprobs_equal_a_forward_pass(model, temperature, fast):
     # Left padding + KV cache in the sampler vs. one unpadded forward: the same numbers.
-    gen = HFGenerator(model, TOKENIZER, batch_size=4)
+    assert (SmallQwen2.from_model(model) is not None)   # the fast case really takes the fast forward
+    gen = HFGenerator(model, TOKENIZER, batch_size=4, fast=fast)
     requests = [GenRequest(p, n=2, max_new_tokens=20) for p in PROMPTS]
     out = gen.generate(requests, temperature=temperature, seed=3)
     for r, completions in zip(requests, out):
@@ -112,8 +115,9 @@ def test_samples_follow_softmax_over_temperature(model):
     assert total_variation < 0.04
 
 
-def test_greedy_is_argmax(model):
-    gen = HFGenerator(model, TOKENIZER, eos_token_ids=[])
+@pytest.mark.parametrize("fast", [True, False])
+def test_greedy_is_argmax(model, fast):
+    gen = HFGenerator(model, TOKENIZER, eos_token_ids=[], fast=fast)
     c = gen.generate([GenRequest([2, 3, 4], n=2, max_new_tokens=5)], temperature=0.0)[0]
     assert c[0].token_ids == c[1].token_ids
     ids = [2, 3, 4]
@@ -134,7 +138,8 @@ def test_seed_makes_it_reproducible(model):
     assert torch.equal(state, torch.get_rng_state())  # the global RNG is left alone
 
 
-def test_peft_model_samples_the_live_adapter():
+@pytest.mark.parametrize("fast", [True, False])
+def test_peft_model_samples_the_live_adapter(fast):
     from peft import LoraConfig, get_peft_model
     model = get_peft_model(tiny_model(), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1,
                                                     target_modules=["q_proj", "v_proj", "up_proj", "down_proj"]))
@@ -144,7 +149,7 @@ def test_peft_model_samples_the_live_adapter():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
     model.train()
-    gen = HFGenerator(model, TOKENIZER)
+    gen = HFGenerator(model, TOKENIZER, fast=fast)
     gen.load_adapter("/nonexistent/unused", version=3)
     assert gen.version == 3
     requests = [GenRequest(p, n=2, max_new_tokens=20) for p in PROMPTS]
@@ -157,6 +162,50 @@ def test_peft_model_samples_the_live_adapter():
         base = [recompute_logprobs(model, r.prompt_ids, c.token_ids) for r, cs in zip(requests, out) for c in cs]
     assert logprob_mismatch(sampled, with_adapter)["mean_abs_diff"] < 1e-4
     assert logprob_mismatch(sampled, base)["mean_abs_diff"] > 0.1   # the adapter was really used
+
+
+def _peft_tiny(seed: int = 5):
+    from peft import LoraConfig, get_peft_model
+    model = get_peft_model(tiny_model(), LoraConfig(r=4, lora_alpha=8, target_modules=[
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_fast_forward_gives_the_general_loops_samples(temperature):
+    # Same seed, same rows, same multinomial draws: the folded-LoRA forward differs from peft's only
+    # in float rounding (~1e-6 in log-probs), so the sampled tokens are the same ones.
+    model = _peft_tiny()
+    assert SmallQwen2.from_model(model) is not None
+    requests = [GenRequest(p, n=3, max_new_tokens=m) for p, m in zip(PROMPTS, [25, 9, 30, 1])]
+    fast = HFGenerator(model, TOKENIZER, batch_size=5, fast=True).generate(requests, temperature=temperature, seed=11)
+    slow = HFGenerator(model, TOKENIZER, batch_size=5, fast=False).generate(requests, temperature=temperature, seed=11)
+    assert [[c.token_ids for c in cs] for cs in fast] == [[c.token_ids for c in cs] for cs in slow]
+    assert [[c.finish_reason for c in cs] for cs in fast] == [[c.finish_reason for c in cs] for cs in slow]
+    for cs_f, cs_s in zip(fast, slow):
+        for f, s in zip(cs_f, cs_s):
+            assert f.logprobs == pytest.approx(s.logprobs, abs=1e-4)
+    assert sum(len(c.token_ids) for cs in fast for c in cs) > 40   # long enough to exercise the cache
+
+
+def test_fast_forward_declines_what_it_does_not_cover(model):
+    assert SmallQwen2.from_model(model, max_params=1000) is None          # too big to fold
+    sliding = tiny_model()
+    sliding.config.use_sliding_window = True
+    assert SmallQwen2.from_model(sliding) is None
+    from peft import LoraConfig, get_peft_model
+    dropout = get_peft_model(tiny_model(), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["q_proj"]))
+    assert SmallQwen2.from_model(dropout.train()) is None        # a live dropout is not a fixed function
+    assert SmallQwen2.from_model(dropout.eval()) is not None     # in eval mode (as sampling runs) it is the identity
+    dora = get_peft_model(tiny_model(), LoraConfig(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj"]))
+    assert SmallQwen2.from_model(dora) is None
+    gen = HFGenerator(dora, TOKENIZER)   # and then the general forward samples it
+    assert len(gen.generate([GenRequest([2, 3], n=2, max_new_tokens=4)], seed=0)[0]) == 2
 
 
 def test_bad_requests_are_named():

@@ -50,6 +50,20 @@ def test_vocabularies_from_decoded_tokens():
     assert think_end_token_id(no_think) is None  # 4 tokens, not one: no think marker
 
 
+def test_the_vocabulary_is_decoded_once_per_tokenizer():
+    class Counting(FakeTokenizer):
+        calls = 0
+
+        def batch_decode(self, seqs):
+            Counting.calls += 1
+            return super().batch_decode(seqs)
+    tok = Counting(VOCAB)
+    assert (separator_token_ids(tok), newline_token_ids(tok), separator_token_ids(tok)) == (SEP, NL, SEP)
+    assert Counting.calls == 1
+    other = Counting({0: "a", 1: "\n\n"})   # another tokenizer object has its own vocabulary
+    assert separator_token_ids(other) == {1} and Counting.calls == 2
+
+
 def test_vocabularies_from_a_real_transformers_tokenizer():
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast

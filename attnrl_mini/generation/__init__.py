@@ -34,7 +34,8 @@ def make_generator(kind: str, *, tokenizer, model_dir: str, model=None, dtype: s
                    device: str = "cpu", max_lora_rank: int = 16, max_model_len: int = 2048,
                    gpu_memory_utilization: float = 0.3, vllm_url: str = "", seed: int = 0,
                    log: Callable[[str], None] = print, load_in_4bit: bool = False,
-                   server_log: str = "", enable_sleep_mode: bool = False, vocab_guard: bool = True) -> Generator:
+                   server_log: str = "", enable_sleep_mode: bool = False, vocab_guard: bool = True,
+                   fast_sampler: bool = True) -> Generator:
     """Build the sampling backend. kind: "auto" | "vllm" | "hf".
 
     "hf" samples from the in-process `model` (the trainer's live peft model: updates are seen at
@@ -57,7 +58,7 @@ def make_generator(kind: str, *, tokenizer, model_dir: str, model=None, dtype: s
         if model is None:
             raise ValueError("the hf generator samples from the trainer's model: pass model=")
         from .hf import HFGenerator
-        return HFGenerator(model, tokenizer, eos_token_ids=eos_ids, vocab_size=vocab_size)
+        return HFGenerator(model, tokenizer, eos_token_ids=eos_ids, vocab_size=vocab_size, fast=fast_sampler)
 
     def build_vllm() -> Generator:
         from .vllm_sidecar import VLLMSidecar

@@ -7,6 +7,11 @@ A plain autoregressive loop with a KV cache, written out instead of calling `mod
 - only one [B, vocab] row of logits is alive per step (`output_scores` would keep all of them:
   ~100 GB for 64 x 3072 tokens with a 152k vocabulary);
 - a seeded `torch.Generator` makes a call reproducible without touching the global RNG.
+
+For small Qwen2 models (the toy worlds) the forward itself is `small_qwen2.SmallQwen2`: the same
+function written out on plain tensors, with the LoRA adapter folded into the weights once per call
+and a preallocated KV cache, so a token costs ~15 tensor ops per layer instead of the general
+forward's per-call machinery (`fast=False`, `--fast-sampler false`, keeps the general forward).
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import torch.nn.functional as F
 
 from .interface import Completion, GenRequest, check_completions, check_requests
 from .interface import eos_token_ids as default_eos_token_ids
+from .small_qwen2 import SmallQwen2
 
 
 class HFGenerator:
@@ -24,8 +30,10 @@ class HFGenerator:
     name = "hf"
 
     def __init__(self, model, tokenizer, *, eos_token_ids: list[int] | None = None,
-                 pad_token_id: int | None = None, batch_size: int = 64, vocab_size: int | None = None):
+                 pad_token_id: int | None = None, batch_size: int = 64, vocab_size: int | None = None,
+                 fast: bool = True):
         self.model = model
+        self.fast = fast   # small Qwen2 models: the written-out forward (small_qwen2.py); else the model's own
         # Ids >= vocab_size (the tokenizer's size) are padding rows of the output layer (Qwen2.5: 151,936
         # rows, 151,665 tokens): their logits are set to -inf, so they are never sampled. None = no guard.
         self.vocab_size = vocab_size
@@ -64,10 +72,12 @@ class HFGenerator:
         was_training = self.model.training
         self.model.eval()  # no LoRA dropout, and gradient checkpointing would turn the KV cache off
         try:
+            with torch.no_grad():   # the live adapter folded once per call: the weights do not change within it
+                small = SmallQwen2.from_model(self.model) if self.fast else None
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start:start + self.batch_size]
                 completions = self._sample_chunk([rows[k][1] for k in chunk], [rows[k][2] for k in chunk],
-                                                 temperature, generator, device)
+                                                 temperature, generator, device, small)
                 by_row.update(zip(chunk, completions))
         finally:
             self.model.train(was_training)
@@ -78,7 +88,7 @@ class HFGenerator:
 
     @torch.no_grad()
     def _sample_chunk(self, prompts: list[list[int]], limits: list[int], temperature: float,
-                      generator: torch.Generator | None, device) -> list[Completion]:
+                      generator: torch.Generator | None, device, small: SmallQwen2 | None = None) -> list[Completion]:
         B, L = len(prompts), max(len(p) for p in prompts)
         input_ids = torch.full((B, L), self.pad_id, dtype=torch.long, device=device)   # [B, L] left-padded
         attention_mask = torch.zeros((B, L), dtype=torch.long, device=device)          # [B, L] 1 = real token
@@ -97,10 +107,20 @@ class HFGenerator:
         if bool(done.all()):
             return [Completion([], [], "length") for _ in prompts]
 
-        # Prefill: logits of the last prompt position only ([B, 1, V], not [B, L, V]).
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         use_cache=True, logits_to_keep=1)
-        cache, logits = out.past_key_values, out.logits[:, -1, :]                       # [B, V]
+        if small is not None:
+            real = attention_mask.bool()                                                 # [B, L]
+            keys = torch.zeros((B, L + max(limits)), dtype=torch.bool, device=device)    # [B, L+T] attendable keys
+            keys[:, :L] = real
+            cache = small.new_cache(B, L + max(limits), small.embed)
+            # a padding query sees itself only, so no row of the softmax is empty (its output is never read)
+            causal = torch.ones((L, L), dtype=torch.bool, device=device).tril()
+            prefill_mask = causal & (real[:, None, :] | torch.eye(L, dtype=torch.bool, device=device))  # [B, L, L]
+            logits = small.forward(input_ids, position_ids, cache, 0, prefill_mask)     # [B, V]
+        else:
+            # Prefill: logits of the last prompt position only ([B, 1, V], not [B, L, V]).
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             use_cache=True, logits_to_keep=1)
+            cache, logits = out.past_key_values, out.logits[:, -1, :]                   # [B, V]
         for t in range(max(limits)):
             if self.vocab_size is not None and logits.shape[-1] > self.vocab_size:
                 logits[:, self.vocab_size:] = float("-inf")                             # padding rows
@@ -119,9 +139,13 @@ class HFGenerator:
             done = done | stopped | (length >= limit)
             if bool(done.all()):
                 break
+            position_ids = position_ids[:, -1:] + 1                                     # [B, 1]
+            if small is not None:
+                keys[:, L + t] = True
+                logits = small.forward(next_token[:, None], position_ids, cache, L + t, keys[:, None, :L + t + 1])
+                continue
             attention_mask = torch.cat([attention_mask, torch.ones((B, 1), dtype=attention_mask.dtype,
                                                                     device=device)], dim=1)
-            position_ids = position_ids[:, -1:] + 1                                     # [B, 1]
             out = self.model(input_ids=next_token[:, None], attention_mask=attention_mask,
                              position_ids=position_ids, past_key_values=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[:, -1, :]

@@ -120,6 +120,8 @@ class Config:
     # --- generation backend ---
     generator: str = opt("auto", "sampler: auto = the vLLM sidecar when vllm is installed, else in-process HF",
                          choices=("auto", "vllm", "hf"))
+    fast_sampler: bool = opt(True, "hf generator, small Qwen2 models (the toy worlds): sample with the written-out "
+                             "forward of generation/small_qwen2.py (same distribution; the last float bits differ)")
     vllm_url: str = opt("", "use a vLLM server you started (http://host:port) instead of a sidecar")
     gpu_memory_utilization: float = opt(0.3, "the vLLM sidecar's share of GPU memory")
     vllm_sleep: bool = opt(False, "put the sidecar to sleep while the trainer works (frees its GPU memory)")
@@ -141,7 +143,7 @@ class Config:
 # refused on --resume (run_dir.resume_config). A changed value is recorded in config.json.
 MAY_CHANGE_ON_RESUME = frozenset({
     "steps", "max_generated_tokens", "lr", "eval_every", "eval_problems", "eval_temperature", "save_every",
-    "dump_trees", "threads", "generator", "vllm_url", "gpu_memory_utilization", "vllm_sleep",
+    "dump_trees", "threads", "generator", "fast_sampler", "vllm_url", "gpu_memory_utilization", "vllm_sleep",
     "fci_query_chunk", "fci_kernel", "score_batch_size", "micro_batch_tokens", "logprob_chunk_tokens",
     "report_to", "vocab_guard",
 })
@@ -157,6 +159,7 @@ PRESETS: dict[str, dict] = {
         min_branch_gap=4, min_branch_start=0,
         prompts_per_step=16, target_sequences=16 * 6 * 5, max_prompts_per_step=48,  # B' = prompts·6·5 as the release
         mini_batch_sequences=64, micro_batch_tokens=8192,
+        update_packing="shared",  # equal to per_path to float rounding, 1.36x shorter update (docs/performance.md)
         lr=2e-4, kl_coef=0.0, lora_rank=16, lora_alpha=32,
         eval_every=10, eval_problems=500, save_every=10,
         fci_query_chunk=64, fci_delta=1, score_batch_size=64,  # toy responses have 3-6 steps: Δ=4 would leave no FCI at all
