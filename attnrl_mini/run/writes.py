@@ -1,0 +1,59 @@
+"""Every file a run writes fails the same way: one sentence naming the file, why, and the free space.
+
+A full disk rarely fails where a test injects it: on a real one the first write to fail may be a log
+line, a PNG, the lock's PID or config.json. `writing(path)` turns the OSError of any of them into a
+`WriteError` whose message says which file, the OS's reason and how much space is left there, so the
+command line prints one `error:` line instead of a traceback. What the write left half-done (a
+`.tmp`) is removed by the caller, and by the next start (`run_dir.RunLock`) before it writes anything.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+
+
+class WriteError(OSError):
+    """A run's file could not be written; the message names it and the free space where it lives."""
+
+    def __str__(self) -> str:   # the sentence alone, without OSError's "[Errno 28]" prefix
+        return self.strerror or super().__str__()
+
+
+def free_space(path: str) -> str:
+    """Free space of the file system holding `path` (or its nearest existing parent), e.g. '0.0 MB'."""
+    folder = os.path.abspath(path)
+    while folder and not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MB"
+    except OSError:
+        return "unknown"
+
+
+def write_error(path: str, error: OSError) -> WriteError:
+    reason = error.strerror or str(error)
+    return WriteError(error.errno, f"writing {path} failed: {reason} ({free_space(path)} free there); "
+                                   "free some space (or fix the folder) and run the same command with --resume")
+
+
+@contextlib.contextmanager
+def writing(path: str, cleanup: str | None = None):
+    """Run the block; an OSError becomes a WriteError naming `path`. `cleanup` (a .tmp file or folder)
+    is removed first, so nothing half-written stays behind."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as e:
+        if cleanup:
+            remove_quietly(cleanup)
+        raise write_error(path, e) from e
+
+
+def remove_quietly(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.remove(path)
