@@ -241,7 +241,10 @@ def main(argv=None) -> dict:
             prompt_ids[(name, problem.id)] = data.encode_prompt(tokenizer, problem)
         suites.append((name, problems, args.k or default_k(name)))
     longest_prompt = max(len(ids) for ids in prompt_ids.values())
-    check_eval_limits(longest_prompt, max_new_tokens, policy.context_length(model_dir),
+    context = policy.context_length(model_dir)
+    if args.max_new_tokens is None and context and longest_prompt < context:   # a default fits the context
+        max_new_tokens = min(max_new_tokens, context - longest_prompt)
+    check_eval_limits(longest_prompt, max_new_tokens, context,
                       sum(len(problems) * k for _, problems, k in suites), args.max_new_tokens is not None)
 
     log(f"[eval] model {model_dir}{' + adapter ' + adapter_dir if adapter_dir else ''} | "

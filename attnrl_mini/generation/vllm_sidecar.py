@@ -281,7 +281,7 @@ class VLLMSidecar:
                  quantization: str | None = None, enable_sleep_mode: bool = False, log_path: str = "",
                  startup_timeout_s: float = 600.0, request_timeout_s: float = 120.0,
                  min_tokens_per_s: float = 10.0, health_probe_s: float = 10.0, health_failures: int = 3,
-                 max_concurrency: int = 64, extra_args: list[str] | None = None,
+                 max_concurrency: int = 64, extra_args: list[str] | None = None, connect_timeout_s: float = 30.0,
                  vocab_size: int | None = None, padding_ids: list[int] | None = None,
                  log: Callable[[str], None] = print):
         self.eos_ids = sorted(set(eos_token_ids)) if eos_token_ids else None
@@ -310,7 +310,7 @@ class VLLMSidecar:
             self.url = url.rstrip("/")
             if not self.url.startswith(("http://", "https://")):
                 self.url = "http://" + self.url
-            self._wait_healthy(timeout_s=30.0)
+            self._wait_healthy(timeout_s=connect_timeout_s)
         else:
             if not model_dir or not os.path.isdir(model_dir):
                 raise SidecarError(f"the vLLM sidecar needs a local model directory, got {model_dir!r}")

@@ -272,7 +272,7 @@ def unwritable_folder(path: str) -> str | None:
     """Why a folder cannot be made at `path` (a file in the way, no permission), or None."""
     import os
     if os.path.exists(path):
-        return None if os.path.isdir(path) else "is a file, not a folder"
+        return None if os.path.isdir(path) else f"{path} is a file, not a folder"
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 
 
@@ -37,18 +38,35 @@ def write_error(path: str, error: OSError) -> WriteError:
                                    "free some space (or fix the folder) and run the same command with --resume")
 
 
+def as_os_error(error: BaseException) -> OSError | None:
+    """The OSError behind `error`: itself, or the "(os error 28)" that safetensors' Rust writer reports
+    inside a SafetensorError (not an OSError); None for anything else."""
+    if isinstance(error, OSError):
+        return error
+    found = re.search(r"(.*?)\s*\(os error (\d+)\)", str(error))
+    if found:
+        code = int(found.group(2))
+        return OSError(code, os.strerror(code))
+    return None
+
+
 @contextlib.contextmanager
 def writing(path: str, cleanup: str | None = None):
-    """Run the block; an OSError becomes a WriteError naming `path`. `cleanup` (a .tmp file or folder)
-    is removed first, so nothing half-written stays behind."""
+    """Run the block; an OSError (or a library's report of one) becomes a WriteError naming `path`.
+    `cleanup` (a .tmp file or folder) is removed first, so nothing half-written stays behind."""
     try:
         yield
     except WriteError:
-        raise
-    except OSError as e:
         if cleanup:
             remove_quietly(cleanup)
-        raise write_error(path, e) from e
+        raise
+    except Exception as e:
+        os_error = as_os_error(e)
+        if os_error is None:
+            raise
+        if cleanup:
+            remove_quietly(cleanup)
+        raise write_error(path, os_error) from e
 
 
 def remove_quietly(path: str) -> None:
