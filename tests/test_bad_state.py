@@ -176,6 +176,28 @@ def test_defect_1_an_injected_full_disk_names_the_file_and_the_free_space(tmp_pa
     assert not [p for p in out.rglob("*.tmp")]
 
 
+def test_defect_1_torch_save_on_a_full_disk_is_a_write_error_and_leaves_no_tmp(finished, tmp_path, monkeypatch):
+    """torch.save's zip writer reports a full disk as a RuntimeError without an errno (seen on the real
+    3 MB tmpfs of bench/faults.py): with under 1 MiB free it is a WriteError, and the .tmp goes."""
+    from attnrl_mini.run import writes
+    out = copy_run(finished, tmp_path, killed_after_last_save=False)
+
+    def full_disk_save(obj, path, *a, **kw):
+        with open(path, "wb") as f:
+            f.write(b"PK partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 266048 vs 265936")
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk_save)
+    monkeypatch.setattr(writes, "_nearly_full", lambda path: True)
+    message = error_line(["--out", str(out), "--resume", "--steps", "4"])
+    assert f"writing {out}/checkpoints/step_000004.tmp failed: No space left on device (RuntimeError: [enforce fail" \
+        in message and "MB free there" in message
+    assert not [p for p in out.rglob("*.tmp")]
+    monkeypatch.setattr(writes, "_nearly_full", lambda path: False)   # with space left it is not a disk problem
+    with pytest.raises(RuntimeError, match="enforce fail"):
+        train_cli.main(["--out", str(out), "--resume", "--steps", "4"])
+    assert not [p for p in out.rglob("*.tmp")]
+
+
 # ---- 2. non-finite weights that pass the checksums --------------------------------------------------
 @pytest.mark.parametrize("what", ["adapter", "optimizer"])
 def test_defect_2_nan_in_a_checkpoint_is_named_set_aside_and_the_previous_one_loads(finished, tmp_path, capsys, what):

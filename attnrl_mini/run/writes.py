@@ -9,6 +9,7 @@ command line prints one `error:` line instead of a traceback. What the write lef
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -62,11 +63,29 @@ def writing(path: str, cleanup: str | None = None):
         raise
     except Exception as e:
         os_error = as_os_error(e)
-        if os_error is None:
-            raise
+        if os_error is None and _nearly_full(path):
+            # torch.save's zip writer reports a full disk as "RuntimeError: [enforce fail at
+            # inline_container.cc] unexpected pos ...", without an errno: the free space tells
+            os_error = OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({type(e).__name__}: "
+                                             f"{str(e).splitlines()[0][:120] if str(e) else ''})")
         if cleanup:
             remove_quietly(cleanup)
+        if os_error is None:
+            raise
         raise write_error(path, os_error) from e
+
+
+FULL_BELOW = 1 << 20   # a write that failed with less than 1 MiB free there failed for want of space
+
+
+def _nearly_full(path: str) -> bool:
+    folder = os.path.abspath(path)
+    while folder and not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    try:
+        return shutil.disk_usage(folder).free < FULL_BELOW
+    except OSError:
+        return False
 
 
 def remove_quietly(path: str) -> None:
