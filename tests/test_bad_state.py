@@ -224,17 +224,14 @@ def test_defect_2_nan_in_a_checkpoint_is_named_set_aside_and_the_previous_one_lo
     assert deterministic(out) == deterministic(finished)
 
 
-def test_defect_2_a_save_never_writes_a_non_finite_tensor(finished, tmp_path):
-    from attnrl_mini.trainer import Trainer  # noqa: F401  (the trainer object is built by train(); use a stand-in)
-
-    class Stand:
+def test_defect_2_a_save_never_writes_a_non_finite_tensor(tmp_path):
+    class Stand:   # what save_checkpoint reads of a trainer before writing anything
         step = 9
+        model = torch.nn.Linear(2, 2)
+        optimizer = torch.optim.AdamW(model.parameters())
 
     stand = Stand()
-    lora = torch.nn.Linear(2, 2)
-    lora.weight.data[0, 0] = float("inf")
-    stand.model = lora
-    stand.optimizer = torch.optim.AdamW(lora.parameters())
+    stand.model.weight.data[0, 0] = float("inf")
     with pytest.raises(CheckpointError, match=r"not saving checkpoint .*step_000009: 1 LoRA tensor\(s\) hold NaN"):
         checkpoint.save_checkpoint(stand, str(tmp_path))
     assert not (tmp_path / "checkpoints").exists()
