@@ -6,8 +6,8 @@ only then is the folder renamed to `step_N/`. So a kill or a full disk mid-save 
 folder (never chosen, removed at the next start), and flipped bytes are caught on load.
 
 Bytes are not enough: a checkpoint is also checked for what it means. On load every adapter tensor
-must be finite and of the model's shape, every optimiser tensor finite (Adam's second moments >= 0,
-one step count for all); a failure is handled like a checksum mismatch (named, set aside as `.bad`,
+must be finite and of the model's shape, every optimiser tensor finite (Adam's second moments >= 0); a failure is handled
+like a checksum mismatch (named, set aside as `.bad`,
 the previous checkpoint loaded). A save refuses to write a non-finite tensor. A checkpoint without
 checksums.json (older runs) gets the same checks, and a warning that its bytes cannot be verified.
 """
@@ -107,11 +107,10 @@ def nonfinite_tensors(named: dict) -> list[str]:
 
 
 def _optimizer_problem(optimizer_state) -> str | None:
-    """What is wrong with an AdamW state_dict, or None: non-finite moments, a negative second moment,
-    differing step counts (flipped bytes that pass no checksum can still show here)."""
+    """What is wrong with an AdamW state_dict, or None: non-finite moments or a negative second moment
+    (flipped bytes that pass no checksum can still show here: a flipped sign bit makes one negative)."""
     try:
         per_param = optimizer_state["state"]
-        steps = set()
         for index, entry in per_param.items():
             for key, t in entry.items():
                 if not isinstance(t, torch.Tensor):
@@ -120,10 +119,6 @@ def _optimizer_problem(optimizer_state) -> str | None:
                     return f"optimiser state {key} of parameter {index} is not finite"
                 if key == "exp_avg_sq" and bool((t < 0).any()):
                     return f"optimiser state exp_avg_sq of parameter {index} is negative (a second moment cannot be)"
-                if key == "step":
-                    steps.add(float(t))
-        if len(steps) > 1:
-            return f"optimiser step counts differ between parameters ({sorted(steps)[:3]})"
     except (KeyError, TypeError, AttributeError) as e:
         return f"optimiser state malformed ({type(e).__name__}: {e})"
     return None
