@@ -6,10 +6,10 @@ only then is the folder renamed to `step_N/`. So a kill or a full disk mid-save 
 folder (never chosen, removed at the next start), and flipped bytes are caught on load.
 
 Bytes are not enough: a checkpoint is also checked for what it means. On load every adapter tensor
-must be finite and of the model's shape, every optimiser tensor finite (Adam's second moments >= 0); a failure is handled
-like a checksum mismatch (named, set aside as `.bad`,
-the previous checkpoint loaded). A save refuses to write a non-finite tensor. A checkpoint without
-checksums.json (older runs) gets the same checks, and a warning that its bytes cannot be verified.
+must be finite and of the model's shape, every optimiser tensor finite (Adam's second moments >= 0);
+a failure is handled like a checksum mismatch (named, set aside as `.bad`, the previous checkpoint
+loaded). A save refuses to write a non-finite tensor. A checkpoint without checksums.json (older
+runs) gets the same checks, and a warning that its bytes cannot be verified.
 """
 from __future__ import annotations
 
