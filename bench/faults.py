@@ -369,6 +369,7 @@ def bad_state(root, reference_dir, reference) -> list[tuple]:
     with StubServer("ok", max_requests=5000, max_seconds=300) as stub:
         out = os.path.join(root, "i27", "sigkill")
         shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out + "2", ignore_errors=True)
         cmd = train_cmd(out, "--generator", "vllm", "--vllm-url", stub.url, "--steps", "50")
         proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         mine = lambda pid: [d for d in os.listdir("/dev/shm") if d.startswith(f"attnrl_adapters_{pid}_")]  # noqa: E731
