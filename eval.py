@@ -4,7 +4,7 @@ The command line lives in attnrl_mini/cli/eval.py (so an installed copy has it a
 the scoring itself is attnrl_mini/tools/evaluate.py.
 """
 from attnrl_mini.cli.eval import (default_max_new_tokens, format_table, main, output_paths,  # noqa: F401
-                                  parse_args, resolve_adapter)
+                                  parse_args, resolve_adapter, run)
 
 if __name__ == "__main__":
-    main()
+    run()

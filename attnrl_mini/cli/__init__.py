@@ -18,8 +18,8 @@ def train_main() -> None:
 
 
 def eval_main() -> None:
-    from attnrl_mini.cli.eval import main
-    main()
+    from attnrl_mini.cli.eval import run
+    run()
 
 
 def inspect_main() -> None:

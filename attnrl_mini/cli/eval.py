@@ -78,6 +78,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--temperature must be >= 0, got {args.temperature}")
     if args.gpu_memory_utilization is not None and not 0 < args.gpu_memory_utilization <= 1:
         p.error(f"--gpu-memory-utilization must be in (0, 1], got {args.gpu_memory_utilization}")
+    from attnrl_mini.run.config import MAX_SEED, unwritable_folder
+    if not 0 <= args.seed <= MAX_SEED:
+        p.error(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
+    # the output paths are checked now, not after the whole evaluation
+    for flag, path in (("--json", args.json), ("--out-dir", args.out_dir)):
+        if path is None:
+            continue
+        if flag == "--json" and os.path.isdir(path):
+            p.error(f"--json {path} is a folder; name a file")
+        problem = unwritable_folder(path if flag == "--out-dir" else os.path.dirname(os.path.abspath(path)))
+        if problem:
+            p.error(f"{flag} {path}: {problem}")
     return args
 
 
@@ -228,6 +240,8 @@ def main(argv=None) -> dict:
             raise SystemExit(f"error: the {world} model only knows the {world} world; it cannot do {name!r}: use --benchmarks "
                              f"{world} or pass --model with a real model")
     adapter_dir = resolve_adapter(args.adapter) if args.adapter else None
+    if adapter_dir:
+        policy.check_adapter_files(adapter_dir)   # garbage or NaN weights: refused before any work
     args.generator = default_generator(args, toy)
     temperature = args.temperature if args.temperature is not None else (1.0 if toy else 0.6)
     max_new_tokens = args.max_new_tokens or default_max_new_tokens(model_dir, toy)
@@ -244,6 +258,11 @@ def main(argv=None) -> dict:
             prompt_ids[(name, problem.id)] = data.encode_prompt(tokenizer, problem)
         suites.append((name, problems, args.k or default_k(name)))
     longest_prompt = max(len(ids) for ids in prompt_ids.values())
+    context = policy.context_length(model_dir)
+    if args.max_new_tokens is None and context and longest_prompt < context:   # a default fits the context
+        max_new_tokens = min(max_new_tokens, context - longest_prompt)
+    check_eval_limits(longest_prompt, max_new_tokens, context,
+                      sum(len(problems) * k for _, problems, k in suites), args.max_new_tokens is not None)
 
     log(f"[eval] model {model_dir}{' + adapter ' + adapter_dir if adapter_dir else ''} | "
         f"benchmarks {','.join(benchmarks)} | temperature {temperature} | max_new_tokens {max_new_tokens}")
@@ -293,21 +312,40 @@ def main(argv=None) -> dict:
     return report
 
 
-def _user_error(e: BaseException) -> bool:
-    """Errors whose message says what to fix (flag, file): printed on one line without a traceback."""
-    from attnrl_mini.run.checkpoint import CheckpointError
-    from attnrl_mini.worlds.data import DataError
-    from attnrl_mini.models.policy import DeviceError, ModelNotFoundError
-    from attnrl_mini.models.precision import PrecisionError
-    return isinstance(e, (CheckpointError, DataError, DeviceError, ModelNotFoundError, PrecisionError, FileNotFoundError))
-
-
-if __name__ == "__main__":
+def check_eval_limits(longest_prompt: int, max_new_tokens: int, context: int | None, samples: int,
+                      explicit: bool) -> None:
+    """--max-new-tokens against the model's context, and every sample's tokens against the machine's
+    memory (config.BYTES_PER_ROLLOUT_TOKEN each, at full length), before the model is loaded."""
+    from attnrl_mini.run.config import BYTES_PER_ROLLOUT_TOKEN, ConfigError
+    if context and longest_prompt + max_new_tokens > context:
+        what = "--max-new-tokens" if explicit else "the default response budget"
+        raise ConfigError(f"{what} {max_new_tokens} + the longest prompt's {longest_prompt} tokens exceed the "
+                          f"model's context of {context} tokens; pass --max-new-tokens {max(1, context - longest_prompt)} "
+                          "or less")
+    need = samples * (longest_prompt + max_new_tokens) * BYTES_PER_ROLLOUT_TOKEN
     try:
-        main()
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = None
+    if memory and need > memory:
+        raise ConfigError(f"{samples} samples of up to {longest_prompt + max_new_tokens} tokens may need "
+                          f"{need / 2**30:.1f} GiB, more than this machine's {memory / 2**30:.1f} GiB; lower --k, "
+                          "--limit or --max-new-tokens")
+
+
+def run(argv=None) -> None:
+    """main() as a command line: a user's error as one `error:` line (`--debug` keeps the traceback)."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        main(argv)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as error:
-        if "--debug" in sys.argv or not _user_error(error):
+        from attnrl_mini.run.errors import exit_with, is_user_error
+        if "--debug" in argv or not is_user_error(error):
             raise
-        sys.exit(f"error: {error}")
+        exit_with(error)
+
+
+if __name__ == "__main__":
+    run()

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import json
+import os
 import sys
 import warnings
 
 from attnrl_mini.cli.quiet import quiet_libraries
 from attnrl_mini.run.config import (MAY_CHANGE_ON_RESUME, MODEL_ALIASES, MODEL_PRESETS, PRESETS, Config, algo_overrides,
-                                make_config, validate)
+                                    check_limits, make_config, validate)
 from attnrl_mini.worlds import WORLD_NAMES
 
 RESUME_HELP = ("continue the run in --out from its newest finished checkpoint: the same run exactly, with its own "
@@ -64,6 +64,12 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true",
                    help="show the libraries' start-up chatter (transformers' loading bar, bitsandbytes notices)")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    p.add_argument("--rebuild-config", action="store_true",
+                   help="with --resume on a run that has lost its config.json: rebuild it from this command line "
+                        "(you vouch that its flags are the run's own; recorded in config.json's resume_changes)")
+    p.add_argument("--accept-changed-data", action="store_true",
+                   help="with --resume: go on although the training or evaluation file's content changed since the "
+                        "run started (recorded in config.json's resume_changes)")
     defaults = Config()
     preset, effective = _effective(argv)
     for f in dataclasses.fields(Config):
@@ -146,10 +152,20 @@ def main(argv=None) -> None:
         from attnrl_mini.run.tracking import parse_report_to
         parse_report_to(cfg.report_to)   # a missing tracker package: before the run directory exists
         from attnrl_mini.run import run_dir
-        lock = run_dir.RunLock(cfg.out, warn=lambda m: print(m, file=sys.stderr))
+        from attnrl_mini.run.config import ConfigError
+        lock = run_dir.RunLock(cfg.out, warn=lambda m: print(m, file=sys.stderr))   # also cleans up .tmp files
         if resume and run_dir.has_config(cfg.out):
-            cfg = run_dir.resume_config(cfg.out, explicit)
+            cfg = run_dir.resume_config(cfg.out, explicit)   # config.json checked with the command line's rules
             validate(cfg)
+            for name, _, _ in run_dir.check_data_unchanged(cfg, accept=args.accept_changed_data):
+                print(f"[attnrl] warning: --accept-changed-data: {cfg.out} goes on with the changed content of "
+                      f"{getattr(cfg, name)}", file=sys.stderr)
+        elif resume and run_dir.holds_a_run(cfg.out):
+            if not args.rebuild_config:
+                raise ConfigError(f"--resume: {cfg.out} holds a run but no config.json, so nothing says which flags "
+                                  "are the run's own; restore config.json, or pass --rebuild-config with the run's "
+                                  "exact flags to rebuild it from this command line")
+            run_dir.rebuild_config(cfg)
         from attnrl_mini.run.host_ram import low_ram_warning
         ram = low_ram_warning(cfg.model, cfg.generator, cfg.dtype)   # before loading: an OOM kill says nothing
         if ram:
@@ -159,8 +175,9 @@ def main(argv=None) -> None:
             warnings.simplefilter("ignore")
             for path in {cfg.train_data, cfg.eval_data} - {"", *WORLD_NAMES}:
                 data.load_problems(path)  # a bad row fails now, not after the model is loaded
-        from attnrl_mini.models.policy import resolve_model
-        resolve_model(cfg.model)  # before the heavy imports, so a missing model fails within seconds
+        from attnrl_mini.models.policy import context_length, resolve_model
+        model_dir = resolve_model(cfg.model)  # before the heavy imports, so a missing model fails within seconds
+        check_limits(cfg, context_length(model_dir), eval_problems_available(cfg), physical_memory())
         if resume:
             from attnrl_mini.run.checkpoint import check_any_verifies
             check_any_verifies(cfg.out)  # all checkpoints damaged: say so now, not after loading the model
@@ -170,9 +187,10 @@ def main(argv=None) -> None:
         sys.stderr.write("interrupted: the same command with --resume continues from the last checkpoint\n")
         sys.exit(130)
     except Exception as e:
-        if debug or not _is_user_error(e):
+        from attnrl_mini.run.errors import exit_with, is_user_error
+        if debug or not is_user_error(e):
             raise
-        sys.exit(f"error: {e}")
+        exit_with(e)
     finally:
         if lock is not None:
             lock.release()
@@ -182,19 +200,24 @@ def main(argv=None) -> None:
               f"metrics in {cfg.out}/metrics.jsonl, curves in {cfg.out}/curves.png")
 
 
-# Errors whose message already says what to fix (flag, file, line): printed as one line, no traceback.
-USER_ERRORS = [("attnrl_mini.run.config", "ConfigError"), ("attnrl_mini.worlds.data", "DataError"),
-               ("attnrl_mini.run.checkpoint", "CheckpointError"), ("attnrl_mini.models.policy", "ModelNotFoundError"),
-               ("attnrl_mini.models.policy", "AdapterError"), ("attnrl_mini.models.policy", "DeviceError"),
-               ("attnrl_mini.models.precision", "PrecisionError"), ("attnrl_mini.run.tracking", "TrackerError")]
+def eval_problems_available(cfg: Config) -> int | None:
+    """How many held-out problems the run's evaluation can draw (None: unknown, e.g. the default set)."""
+    from attnrl_mini.worlds import get_world
+    if cfg.train_data in WORLD_NAMES:
+        return get_world(cfg.train_data).max_test_problems
+    if cfg.eval_data:
+        from attnrl_mini.worlds import data
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return len(data.load_problems(cfg.eval_data))
+    return None
 
 
-def _is_user_error(e: Exception) -> bool:
-    # only modules already imported can have raised their error: no slow import just to print a message
-    kinds = [getattr(sys.modules[m], name, None) for m, name in USER_ERRORS if m in sys.modules]
-    kinds = [k for k in kinds if k is not None]
-    disk = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
-    return disk or isinstance(e, (FileExistsError, *kinds))
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 if __name__ == "__main__":

@@ -148,12 +148,54 @@ def logprob_mismatch(sampler_logprobs: list[list[float]],
     }
 
 
+SCRATCH_PREFIX = "attnrl_adapters_"
+
+
 def adapter_scratch_dir() -> str:
     """A fresh directory for the adapters the sidecar loads: in tmpfs (/dev/shm, RAM) when the
     machine has one, so saving an adapter each step costs no disk writes; else the temp dir.
-    The caller saves version v to os.path.join(dir, f"v{v}") and may delete it once loaded."""
+    The caller saves version v to os.path.join(dir, f"v{v}") and may delete it once loaded.
+
+    Its name holds the owner's PID (`attnrl_adapters_<pid>_<random>`): a SIGKILLed trainer cannot
+    remove its folder, so every new one first removes those of processes that are gone."""
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    return tempfile.mkdtemp(prefix="attnrl_adapters_", dir=base)
+    remove_stale_scratch_dirs(base or tempfile.gettempdir())
+    return tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}_", dir=base)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_scratch_dirs(base: str, legacy_age_s: float = 3600.0) -> list[str]:
+    """Remove the adapter folders in `base` whose owner process is gone. A folder of the older naming
+    (no PID) is removed once untouched for `legacy_age_s`: a live run writes a version into its folder
+    every step, so an hour without a change means its owner is gone."""
+    import re
+    import shutil
+    import time
+
+    removed = []
+    for name in os.listdir(base) if os.path.isdir(base) else []:
+        if not name.startswith(SCRATCH_PREFIX):
+            continue
+        path = os.path.join(base, name)
+        owner = re.match(rf"{SCRATCH_PREFIX}(\d+)_", name)
+        try:
+            stale = (not _pid_alive(int(owner.group(1)))) if owner else \
+                time.time() - os.path.getmtime(path) > legacy_age_s
+        except OSError:
+            continue
+        if stale and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def vllm_available() -> bool:

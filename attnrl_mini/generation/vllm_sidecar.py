@@ -33,6 +33,7 @@ import contextlib
 import ctypes
 import http.client
 import json
+import math
 import os
 import random
 import re
@@ -215,6 +216,59 @@ def _log_tail(path: str, n_lines: int = 30) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# What the server answers: checked for shape and types, never trusted.
+
+def _shape(value, depth: int = 0) -> str:
+    """A short description of a JSON value for an error message: 'a list of 0 items', 'a str'."""
+    if isinstance(value, dict):
+        return f"an object with keys {sorted(value)[:6]}"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item(s)"
+    return f"a {type(value).__name__} ({str(value)[:40]!r})"
+
+
+def _parse_completions(response, n: int, what: str) -> list[Completion]:
+    """The `n` completions of one /v1/completions answer, or SidecarError naming the request (`what`)
+    and what was wrong: every choice needs an int index, a list of int token ids, as many finite
+    log-probs (<= 0, a probability's log), and finish_reason "stop" or "length"."""
+    def bad(why: str) -> SidecarError:
+        return SidecarError(f"the vLLM server's answer to {what} is not what vLLM sends: {why}")
+
+    choices = response.get("choices") if isinstance(response, dict) else None
+    if not isinstance(choices, list):
+        raise bad(f"expected an object with a list \"choices\", got {_shape(response)}")
+    if len(choices) != n:
+        raise bad(f"asked for {n} completions, got {len(choices)}")
+    if not all(isinstance(c, dict) and isinstance(c.get("index"), int) for c in choices):
+        raise bad("a choice is not an object with an int \"index\"")
+    if sorted(c["index"] for c in choices) != list(range(n)):
+        raise bad(f"choice indices are {sorted(c['index'] for c in choices)}, not 0..{n - 1}")
+    completions = []
+    for choice in sorted(choices, key=lambda c: c["index"]):
+        i = choice["index"]
+        token_ids = choice.get("token_ids")
+        logprobs = (choice.get("logprobs") or {}).get("token_logprobs") if isinstance(choice.get("logprobs") or {},
+                                                                                    dict) else None
+        if token_ids is None or logprobs is None:
+            raise SidecarError(f"the vLLM server's answer to {what} holds no token ids or log-probs (choice {i}); "
+                               "it must be vLLM >= 0.10 (return_token_ids) with logprobs allowed")
+        if not (isinstance(token_ids, list) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                                                    for t in token_ids)):
+            raise bad(f"choice {i}: token_ids must be a list of non-negative ints, got {_shape(token_ids)} "
+                      f"{'' if not isinstance(token_ids, list) or not token_ids else 'e.g. ' + repr(token_ids[0])}")
+        if not (isinstance(logprobs, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                   and math.isfinite(x) and x <= 1e-4 for x in logprobs)):
+            raise bad(f"choice {i}: token_logprobs must be a list of finite numbers <= 0, got {_shape(logprobs)}")
+        if len(token_ids) != len(logprobs):
+            raise bad(f"choice {i}: {len(token_ids)} token ids but {len(logprobs)} log-probs")
+        reason = choice.get("finish_reason")
+        if reason not in ("stop", "length"):
+            raise SidecarError(f"vLLM finished a completion of {what} with {reason!r}")
+        completions.append(Completion(list(token_ids), [float(x) for x in logprobs], reason))
+    return completions
+
+
+# ----------------------------------------------------------------------------------------------
 # The sidecar.
 
 class VLLMSidecar:
@@ -228,7 +282,7 @@ class VLLMSidecar:
                  quantization: str | None = None, enable_sleep_mode: bool = False, log_path: str = "",
                  startup_timeout_s: float = 600.0, request_timeout_s: float = 120.0,
                  min_tokens_per_s: float = 10.0, health_probe_s: float = 10.0, health_failures: int = 3,
-                 max_concurrency: int = 64, extra_args: list[str] | None = None,
+                 max_concurrency: int = 64, extra_args: list[str] | None = None, connect_timeout_s: float = 30.0,
                  vocab_size: int | None = None, padding_ids: list[int] | None = None,
                  log: Callable[[str], None] = print):
         self.eos_ids = sorted(set(eos_token_ids)) if eos_token_ids else None
@@ -258,7 +312,7 @@ class VLLMSidecar:
             self.url = url.rstrip("/")
             if not self.url.startswith(("http://", "https://")):
                 self.url = "http://" + self.url
-            self._wait_healthy(timeout_s=30.0)
+            self._wait_healthy(timeout_s=connect_timeout_s)
         else:
             if not model_dir or not os.path.isdir(model_dir):
                 raise SidecarError(f"the vLLM sidecar needs a local model directory, got {model_dir!r}")
@@ -268,13 +322,17 @@ class VLLMSidecar:
                         gpu_memory_utilization, seed, quantization, log_path, startup_timeout_s,
                         extra_args or [])
         try:
-            models = self._get("/v1/models")["data"]
+            models = self._models()
         except BaseException:
             self.close()
             raise
         base = [m for m in models if not m.get("parent")]
         self.base_name = (base or models)[0]["id"]      # requests name it before any adapter is loaded
         self.max_model_len = (base or models)[0].get("max_model_len")
+        if self.max_model_len is not None and not (isinstance(self.max_model_len, int) and self.max_model_len > 0):
+            self.close()
+            raise SidecarError(f"the server at {self.url} answered GET /v1/models with max_model_len "
+                               f"{self.max_model_len!r}, not a positive int; is it a vLLM server?")
 
     # --- process management ---
 
@@ -414,7 +472,7 @@ class VLLMSidecar:
                 time.sleep(0.1)
         return SidecarError(f"vLLM server at {self.url} failed during {what}: {error}")
 
-    def _request(self, method: str, path: str, payload: dict | None, timeout_s: float):
+    def _request(self, method: str, path: str, payload: dict | None, timeout_s: float, json_reply: bool = True):
         if self._closed:
             raise SidecarError(f"the vLLM sidecar was closed; cannot {method} {path}")
         data = json.dumps(payload).encode() if payload is not None else None
@@ -433,13 +491,26 @@ class VLLMSidecar:
         try:
             return json.loads(body)
         except json.JSONDecodeError:
+            if json_reply:
+                raise SidecarError(f"the server at {self.url} answered {method} {path} with something that is not "
+                                   f"JSON ({body[:80]!r}); is it a vLLM server?") from None
             return body  # the LoRA endpoints answer plain text
 
     def _get(self, path: str):
         return self._request("GET", path, None, timeout_s=60)
 
-    def _post(self, path: str, payload: dict | None = None, timeout_s: float = 600):
-        return self._request("POST", path, payload, timeout_s)
+    def _post(self, path: str, payload: dict | None = None, timeout_s: float = 600, json_reply: bool = False):
+        return self._request("POST", path, payload, timeout_s, json_reply)
+
+    def _models(self) -> list[dict]:
+        """GET /v1/models, checked: {"data": [{"id": str, ...}, ...]} with at least one model."""
+        reply = self._get("/v1/models")
+        data = reply.get("data") if isinstance(reply, dict) else None
+        if not (isinstance(data, list) and data and all(isinstance(m, dict) and isinstance(m.get("id"), str)
+                                                        for m in data)):
+            raise SidecarError(f"the server at {self.url} answered GET /v1/models with {_shape(reply)}, not a "
+                               "non-empty list of models under \"data\"; is it a vLLM server?")
+        return data
 
     # --- the Generator interface ---
 
@@ -451,7 +522,7 @@ class VLLMSidecar:
         name = f"v{version}"
         try:
             # Not "load_inplace": with it vLLM's workers re-read the files at every engine step.
-            if name in {m["id"] for m in self._get("/v1/models")["data"]}:   # left by an earlier run
+            if name in {m["id"] for m in self._models()}:   # left by an earlier run
                 self._post("/v1/unload_lora_adapter", {"lora_name": name}, timeout_s=300)
             self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": os.path.abspath(adapter_dir)},
                        timeout_s=300)
@@ -539,19 +610,8 @@ class VLLMSidecar:
             payload["logit_bias"] = self.logit_bias
         if seed is not None:
             payload["seed"] = seed
-        response = self._post("/v1/completions", payload, timeout_s=timeout_s)
-        completions = []
-        for choice in sorted(response["choices"], key=lambda c: c["index"]):
-            token_ids = choice.get("token_ids")
-            logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
-            if token_ids is None or logprobs is None or len(token_ids) != len(logprobs):
-                raise SidecarError("the vLLM server returned no token ids or log-probs; it must be vLLM "
-                                   ">= 0.10 (return_token_ids) with logprobs allowed")
-            if choice["finish_reason"] not in ("stop", "length"):
-                raise SidecarError(f"vLLM finished a completion with {choice['finish_reason']!r}")
-            completions.append(Completion(list(token_ids), [float(x) for x in logprobs], choice["finish_reason"]))
-        if len(completions) != request.n:
-            raise SidecarError(f"asked vLLM for {request.n} completions, got {len(completions)}")
+        response = self._post("/v1/completions", payload, timeout_s=timeout_s, json_reply=True)
+        completions = _parse_completions(response, request.n, f"POST {self.url}/v1/completions")
         return completions
 
     # --- optional: free the GPU while the trainer works (CUDA only) ---

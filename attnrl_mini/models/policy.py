@@ -21,6 +21,10 @@ class ModelNotFoundError(RuntimeError):
     pass
 
 
+class ModelLoadError(RuntimeError):
+    """The model directory exists but its files cannot be loaded (garbage weights, a broken tokenizer)."""
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
         return False
@@ -62,6 +66,17 @@ def resolve_model(name: str) -> str:
     return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"])
 
 
+def context_length(model_dir: str) -> int | None:
+    """The model's context window (config.json's max_position_embeddings), or None when it does not say."""
+    import json
+    try:
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+            value = json.load(f).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ModelLoadError(f"--model {model_dir}: config.json cannot be read ({e})") from None
+    return value if isinstance(value, int) and value > 0 else None
+
+
 class DeviceError(RuntimeError):
     """The device asked for is not there (a user error: one line, no traceback)."""
 
@@ -77,7 +92,11 @@ def resolve_device(device: str) -> torch.device:
 
 def load_tokenizer(model_dir: str):
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:   # whatever a broken file raises
+        raise ModelLoadError(f"--model {model_dir}: its tokenizer cannot be loaded "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
     if tok.pad_token_id is None:  # Qwen base models define one; others may not
         tok.pad_token = tok.eos_token
     return tok
@@ -94,7 +113,15 @@ def load_model(model_dir: str, *, dtype: str = "float32", device: str | torch.de
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch_dtype)
         kwargs["device_map"] = {"": str(device)}
-    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as e:  # safetensors' HeaderTooLarge, a truncated file, a config of another architecture
+        if "out of memory" in str(e).lower():
+            raise
+        raise ModelLoadError(f"--model {model_dir}: its weights cannot be loaded ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
     if not load_in_4bit:
         model.to(device)
     return model
@@ -111,6 +138,13 @@ def add_lora(model: nn.Module, rank: int, alpha: int, target_modules: str | list
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    full = [name for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) or type(m).__name__ in ("Linear4bit", "Linear8bitLt")]
+    linear = sorted({name.rsplit(".", 1)[-1] for name in full})
+    unknown = [t for t in target_modules if not any(name == t or name.endswith("." + t) for name in full)]
+    if unknown:
+        raise AdapterError(f"--lora-target-modules: this model has no module named {', '.join(unknown)}; its linear "
+                           f"modules are {','.join(linear)}")
     cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=target_modules, lora_dropout=0.0,
                      bias="none", task_type="CAUSAL_LM")
     # autocast_adapter_dtype: the LoRA matrices (and so AdamW's state) are fp32 even over a bf16/fp16
@@ -147,13 +181,44 @@ def keep_4bit_weights_unpacked(model: nn.Module) -> int:
     return len(layers)
 
 
-def load_adapter(model: nn.Module, adapter_dir: str, trainable: bool = False) -> nn.Module:
-    from peft import PeftModel
-    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)
-
-
 class AdapterError(ValueError):
     pass
+
+
+def check_adapter_files(adapter_dir: str, flag: str = "--adapter") -> None:
+    """AdapterError unless `adapter_dir` holds a readable adapter_config.json (a JSON object) and
+    adapter weights that load and are all finite: a garbage or NaN adapter is refused before any work
+    (vLLM would load NaN weights and sample garbage; HF would die in sampling)."""
+    import json
+
+    from peft.utils import load_peft_weights
+
+    config = os.path.join(adapter_dir, "adapter_config.json")
+    try:
+        with open(config, encoding="utf-8") as f:
+            acfg = json.load(f)
+    except (OSError, ValueError) as e:
+        raise AdapterError(f"{flag} {adapter_dir}: adapter_config.json cannot be read ({e})") from None
+    if not isinstance(acfg, dict) or not isinstance(acfg.get("r", 0), int):
+        raise AdapterError(f"{flag} {adapter_dir}: adapter_config.json is not a peft LoRA config")
+    try:
+        weights = load_peft_weights(adapter_dir, device="cpu")
+    except Exception as e:
+        raise AdapterError(f"{flag} {adapter_dir}: its weights cannot be read ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    bad = [k for k, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise AdapterError(f"{flag} {adapter_dir}: {len(bad)} of its tensors hold NaN or infinity (e.g. {bad[0]})")
+
+
+def load_adapter(model: nn.Module, adapter_dir: str, trainable: bool = False) -> nn.Module:
+    from peft import PeftModel
+    check_adapter_files(adapter_dir)
+    try:
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable)
+    except Exception as e:   # other target modules, other shapes: an adapter of another model
+        raise AdapterError(f"--adapter {adapter_dir}: does not fit this model ({type(e).__name__}: "
+                           f"{str(e).strip().splitlines()[-1][:200] if str(e).strip() else ''})") from None
 
 
 def _targets(value) -> set[str]:
@@ -174,6 +239,7 @@ def init_from_adapter(model: nn.Module, adapter_dir: str, rank: int, alpha: int,
     from peft import set_peft_model_state_dict
     from peft.utils import load_peft_weights
 
+    check_adapter_files(adapter_dir, "--init-adapter")
     with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
         acfg = json.load(f)
     where = f"--init-adapter {adapter_dir}"

@@ -4,6 +4,12 @@ the pipeline's pending batch (with its chosen branch prefixes) and the step coun
 A checkpoint is written to `step_N.tmp/`, its files' SHA-256 sums go to `checksums.json` last, and
 only then is the folder renamed to `step_N/`. So a kill or a full disk mid-save leaves only a `.tmp`
 folder (never chosen, removed at the next start), and flipped bytes are caught on load.
+
+Bytes are not enough: a checkpoint is also checked for what it means. On load every adapter tensor
+must be finite and of the model's shape, every optimiser tensor finite (Adam's second moments >= 0);
+a failure is handled like a checksum mismatch (named, set aside as `.bad`, the previous checkpoint
+loaded). A save refuses to write a non-finite tensor. A checkpoint without checksums.json (older
+runs) gets the same checks, and a warning that its bytes cannot be verified.
 """
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ import re
 import shutil
 
 import torch
+
+from attnrl_mini.run.writes import writing
 
 STATE_FILE = "trainer_state.pt"
 CHECKSUM_FILE = "checksums.json"
@@ -65,23 +73,85 @@ def _files(folder: str) -> list[str]:
                   if n != CHECKSUM_FILE)
 
 
-def verify_checkpoint(path: str) -> None:
+def verify_checkpoint(path: str) -> bool:
     """Raise CheckpointError naming the first file whose bytes differ from when it was saved.
-    Checkpoints written before checksums existed (no checksums.json) are accepted as they are."""
+    Returns False for a checkpoint written before checksums existed (no checksums.json): its bytes
+    cannot be verified, only what they mean (`read_checkpoint`)."""
     manifest = os.path.join(path, CHECKSUM_FILE)
     if not os.path.exists(manifest):
-        return
+        return False
     try:
         with open(manifest) as f:
             expected = json.load(f)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{manifest}: unreadable ({e})") from None
+    if not isinstance(expected, dict):
+        raise CheckpointError(f"{manifest}: not a mapping of file names to SHA-256 sums")
     for name, digest in expected.items():
         file = os.path.join(path, name)
         if not os.path.isfile(file):
             raise CheckpointError(f"{file}: missing")
         if _sha256(file) != digest:
             raise CheckpointError(f"{file}: checksum mismatch (the file changed after it was saved)")
+    return True
+
+
+_STATE_KEYS = ("step", "batches_sampled", "prompt_batch_size", "pending", "cumulative_tokens", "nonfinite_skipped",
+               "stream", "running_fci", "batch_ctl", "optimizer", "python_rng", "global_python_rng", "torch_rng")
+
+
+def nonfinite_tensors(named: dict) -> list[str]:
+    """Names of the floating-point tensors in `named` holding a NaN or an infinity."""
+    return [name for name, t in named.items()
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _optimizer_problem(optimizer_state) -> str | None:
+    """What is wrong with an AdamW state_dict, or None: non-finite moments or a negative second moment
+    (flipped bytes that pass no checksum can still show here: a flipped sign bit makes one negative)."""
+    try:
+        per_param = optimizer_state["state"]
+        for index, entry in per_param.items():
+            for key, t in entry.items():
+                if not isinstance(t, torch.Tensor):
+                    continue
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    return f"optimiser state {key} of parameter {index} is not finite"
+                if key == "exp_avg_sq" and bool((t < 0).any()):
+                    return f"optimiser state exp_avg_sq of parameter {index} is negative (a second moment cannot be)"
+    except (KeyError, TypeError, AttributeError) as e:
+        return f"optimiser state malformed ({type(e).__name__}: {e})"
+    return None
+
+
+def read_checkpoint(path: str, warn=None) -> tuple[dict, dict]:
+    """(adapter weights, trainer state) of a checkpoint, checked for bytes and meaning; CheckpointError
+    naming the file and why otherwise. `warn` is told when the checkpoint has no checksums."""
+    from safetensors.torch import load_file
+
+    if not verify_checkpoint(path) and warn is not None:
+        warn(f"[attnrl] warning: checkpoint {path} has no {CHECKSUM_FILE} (an older run): its bytes cannot be "
+             "verified, only checked for finite values of the right shapes")
+    adapter_file = os.path.join(path, "adapter", "adapter_model.safetensors")
+    state_file = os.path.join(path, STATE_FILE)
+    try:
+        weights = load_file(adapter_file)
+    except Exception as e:
+        raise CheckpointError(f"{adapter_file}: cannot be read ({type(e).__name__}: {e})") from e
+    bad = nonfinite_tensors(weights)
+    if bad:
+        raise CheckpointError(f"{adapter_file}: {len(bad)} LoRA tensor(s) hold NaN or infinity (e.g. {bad[0]})")
+    try:
+        state = torch.load(state_file, weights_only=False, map_location="cpu")
+    except Exception as e:
+        raise CheckpointError(f"{state_file}: cannot be read ({type(e).__name__}: {e})") from e
+    missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{state_file}: not a trainer state (missing {', '.join(missing[:4])})")
+    problem = _optimizer_problem(state["optimizer"])
+    if problem:
+        raise CheckpointError(f"{state_file}: {problem}")
+    return weights, state
 
 
 def resolve_adapter(path: str, flag: str) -> str:
@@ -104,14 +174,17 @@ def resolve_adapter(path: str, flag: str) -> str:
 def save_checkpoint(trainer, out_dir: str, keep: int = 3) -> str:
     path = checkpoint_dir(out_dir, trainer.step)
     tmp = path + ".tmp"  # write then rename: a run killed mid-save leaves the previous checkpoint intact
-    try:
+    bad = nonfinite_tensors({n: p for n, p in trainer.model.named_parameters() if p.requires_grad})
+    problem = (f"{len(bad)} LoRA tensor(s) hold NaN or infinity (e.g. {bad[0]})" if bad
+               else _optimizer_problem(trainer.optimizer.state_dict()))
+    if problem:
+        raise CheckpointError(f"not saving checkpoint {path}: {problem}; the previous checkpoints are intact "
+                              "(--resume continues from the newest; a lower --lr may avoid this)")
+    # a full disk, a read-only folder: one line naming the file, and nothing half-written stays behind
+    with writing(tmp, cleanup=tmp):
         _write(trainer, tmp)
-    except OSError as e:  # a full disk, a read-only folder: nothing half-written stays behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"saving checkpoint {path} failed: {e.strerror or e}; the previous checkpoints "
-                              "are intact, free space and --resume") from e
-    shutil.rmtree(path, ignore_errors=True)
-    os.rename(tmp, path)
+        shutil.rmtree(path, ignore_errors=True)
+        os.rename(tmp, path)
     root = os.path.dirname(path)
     old = sorted(d for d in os.listdir(root) if _FINISHED.fullmatch(d))
     for d in old[:-keep]:
@@ -145,22 +218,22 @@ def _write(trainer, tmp: str) -> None:
         json.dump({name: _sha256(os.path.join(tmp, name)) for name in _files(tmp)}, f, indent=1)
 
 
-def load_checkpoint(trainer, path: str) -> None:
-    """Restore everything, or raise CheckpointError naming the file and why."""
+def load_checkpoint(trainer, path: str, warn=None) -> None:
+    """Restore everything, or raise CheckpointError naming the file and why (before changing anything)."""
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
-    verify_checkpoint(path)
+    weights, state = read_checkpoint(path, warn)
     adapter_file = os.path.join(path, "adapter", "adapter_model.safetensors")
-    state_file = os.path.join(path, STATE_FILE)
+    ours = {n.replace(".default", ""): p for n, p in trainer.model.named_parameters() if p.requires_grad}
+    for name, t in weights.items():
+        mine = ours.get(name)
+        if mine is not None and tuple(mine.shape) != tuple(t.shape):
+            raise CheckpointError(f"{adapter_file}: {name} has shape {tuple(t.shape)}, the model's is {tuple(mine.shape)}")
     try:
-        weights = load_file(adapter_file)
+        trainer.optimizer.load_state_dict(state["optimizer"])   # first: it checks the parameters' count and sizes
     except Exception as e:
-        raise CheckpointError(f"{adapter_file}: cannot be read ({type(e).__name__}: {e})") from e
-    try:
-        state = torch.load(state_file, weights_only=False, map_location="cpu")
-    except Exception as e:
-        raise CheckpointError(f"{state_file}: cannot be read ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{os.path.join(path, STATE_FILE)}: optimiser state does not fit "
+                              f"({type(e).__name__}: {str(e)[:200]})") from e
     try:
         set_peft_model_state_dict(trainer.model, weights)
     except Exception as e:  # e.g. a different LoRA shape
@@ -174,7 +247,6 @@ def load_checkpoint(trainer, path: str) -> None:
     trainer.stream.load_state_dict(state["stream"])
     trainer.running_fci.load_state_dict(state["running_fci"])
     trainer.batch_ctl.load_state_dict(state["batch_ctl"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
     if state.get("grad_scaler"):   # checkpoints before the fp16 path have none
         trainer.scaler.load_state_dict(state["grad_scaler"])
     for group in trainer.optimizer.param_groups:   # an lr changed on --resume takes effect (run_dir)
@@ -191,7 +263,8 @@ def check_any_verifies(out_dir: str) -> None:
     reasons = []
     for path in finished_checkpoints(out_dir):
         try:
-            return verify_checkpoint(path)
+            read_checkpoint(path)
+            return
         except CheckpointError as e:
             reasons.append(str(e))
     if reasons:
@@ -204,7 +277,7 @@ def load_latest_checkpoint(trainer, out_dir: str, warn=print) -> str | None:
     failed = []
     for path in finished_checkpoints(out_dir):
         try:
-            load_checkpoint(trainer, path)
+            load_checkpoint(trainer, path, warn)
         except CheckpointError as e:
             warn(f"[attnrl] warning: checkpoint {path} cannot be loaded: {e}; trying the previous one")
             failed.append((path, str(e)))

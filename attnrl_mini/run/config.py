@@ -297,12 +297,67 @@ def validate(cfg: Config) -> None:
         problems.append("--lora-target-modules must name at least one module")
     if cfg.vllm_url and not cfg.vllm_url.startswith(("http://", "https://")):
         problems.append(f"--vllm-url must start with http:// or https://, got {cfg.vllm_url!r}")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        problems.append(f"--seed must be in [0, {MAX_SEED}] (the samplers' seeds are derived from it and must stay "
+                        f"within 64 bits), got {cfg.seed}")
+    if cfg.threads > (os.cpu_count() or 1):
+        problems.append(f"--threads {cfg.threads} is more than the {os.cpu_count()} CPUs this machine has")
     if not cfg.out.strip():
         problems.append("--out must not be empty")
+    else:
+        problem = unwritable_folder(cfg.out)
+        if problem:
+            problems.append(f"--out {cfg.out}: {problem}")
     for name in ("train_data", "eval_data"):
         path = getattr(cfg, name)
         if path and path not in WORLD_NAMES and not os.path.isfile(data.resolve_path(path)):
             problems.append(f"{flag(name)} {path!r}: no such file")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+MAX_SEED = 2**32 - 1        # seed * 7919 + 2 * step (the sampling seeds) then stays far below 2**64
+BYTES_PER_ROLLOUT_TOKEN = 100   # a token held as Python ints/floats in ids, log-probs and their copies (rough)
+
+
+def unwritable_folder(path: str) -> str | None:
+    """Why a folder cannot be made at `path` (a file in the way, no permission), or None."""
+    import os
+    if os.path.exists(path):
+        return None if os.path.isdir(path) else f"{path} is a file, not a folder"
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent} is a file, so no folder can be made under it"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not writable"
+    return None
+
+
+def rollout_bytes(cfg: Config) -> int:
+    """A worst-case estimate of the host memory one step's rollouts take: the largest prompt batch,
+    each prompt's G responses and the T continuations of N branch points of each, every sequence at
+    its full length, at BYTES_PER_ROLLOUT_TOKEN."""
+    sequences = cfg.max_prompts_per_step * cfg.n_initial * (1 + cfg.n_branch_points * cfg.n_continuations)
+    return sequences * (cfg.max_prompt_tokens + cfg.max_response_tokens) * BYTES_PER_ROLLOUT_TOKEN
+
+
+def check_limits(cfg: Config, context_length: int | None, eval_available: int | None, memory_bytes: int | None) -> None:
+    """Numeric flags against what can exist, before any work: a prompt plus its response within the
+    model's context (`context_length`, config.json's max_position_embeddings), no more held-out
+    problems than there are (`eval_available`), and rollouts that fit the machine's memory."""
+    problems = []
+    if context_length and cfg.max_prompt_tokens + cfg.max_response_tokens > context_length:
+        problems.append(f"--max-prompt-tokens {cfg.max_prompt_tokens} + --max-response-tokens "
+                        f"{cfg.max_response_tokens} exceed the model's context of {context_length} tokens")
+    if eval_available is not None and cfg.eval_problems > eval_available:
+        problems.append(f"--eval-problems {cfg.eval_problems}: only {eval_available} held-out problems exist")
+    need = rollout_bytes(cfg)
+    if memory_bytes and need > memory_bytes:
+        problems.append(f"one step's rollouts may need {need / 2**30:.1f} GiB (--max-prompts-per-step × --n-initial × "
+                        f"(1 + --n-branch-points × --n-continuations) sequences of --max-prompt-tokens + "
+                        f"--max-response-tokens tokens), more than this machine's {memory_bytes / 2**30:.1f} GiB")
     if problems:
         raise ConfigError("; ".join(problems))
 

@@ -73,8 +73,9 @@ def _set_up(cfg: Config, resume: bool) -> _Run:
     n_all = len(train_problems)
     # release: overlong prompts filtered
     train_problems = [p for p in train_problems if data.prompt_fits(tok, p, cfg.max_prompt_tokens)]
-    if not train_problems:
-        raise ValueError(f"no training problem fits max_prompt_tokens={cfg.max_prompt_tokens}")
+    if not train_problems:   # a ConfigError, so train.py prints one line
+        from attnrl_mini.run.config import ConfigError
+        raise ConfigError(f"--max-prompt-tokens {cfg.max_prompt_tokens}: none of the {n_all} training problems fits")
 
     runlog = RunLog(cfg.out)
     if not resume and runlog.has_records():

@@ -1,9 +1,12 @@
 """What a run writes for people to read: metrics.jsonl, PNG curves, a dump of a few rollout trees,
-and a copy of the metrics to the experiment trackers of --report-to (tracking.py)."""
+and a copy of the metrics to the experiment trackers of --report-to (tracking.py). A failed write (a full
+disk) is one WriteError naming the file and the free space (writes.py)."""
 from __future__ import annotations
 
 import json
 import os
+
+from attnrl_mini.run.writes import writing
 
 
 class RunLog:
@@ -11,7 +14,8 @@ class RunLog:
         self.out_dir = out_dir
         self.trackers = None   # tracking.Trackers, set by the trainer once the run directory is its own
         self.tracked_through = -1   # on resume: the last step an earlier session sent (its redone steps are not resent)
-        os.makedirs(out_dir, exist_ok=True)
+        with writing(out_dir):
+            os.makedirs(out_dir, exist_ok=True)
         self.metrics_path = os.path.join(out_dir, "metrics.jsonl")
         self.trees_path = os.path.join(out_dir, "trees.jsonl")
 
@@ -43,15 +47,16 @@ class RunLog:
                 if record_step <= step:
                     keep.append(line if line.endswith("\n") else line + "\n")
             tmp = path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.writelines(keep)
-            os.replace(tmp, path)
+            with writing(path, cleanup=tmp):
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.writelines(keep)
+                os.replace(tmp, path)
 
     def has_records(self) -> bool:
         return os.path.exists(self.metrics_path) and os.path.getsize(self.metrics_path) > 0
 
     def write_metrics(self, record: dict, summary: str = "") -> None:
-        with open(self.metrics_path, "a") as f:
+        with writing(self.metrics_path), open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.trackers is not None and record["step"] > self.tracked_through:
             self.trackers.log(record, summary)   # a redone step (exact resume) was sent by the earlier session
@@ -61,7 +66,7 @@ class RunLog:
             self.trackers.close()
 
     def write_trees(self, step: int, trees: list[dict]) -> None:
-        with open(self.trees_path, "a") as f:
+        with writing(self.trees_path), open(self.trees_path, "a") as f:
             for tree in trees:
                 f.write(json.dumps({"step": step, **tree}) + "\n")
 
@@ -102,6 +107,9 @@ class RunLog:
             ax.grid(alpha=0.3)
         fig.tight_layout()
         path = os.path.join(self.out_dir, "curves.png")
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        try:
+            with writing(path, cleanup=path):   # a half-written PNG is removed
+                fig.savefig(path, dpi=90)
+        finally:
+            plt.close(fig)
         return path

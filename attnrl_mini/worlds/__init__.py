@@ -26,16 +26,18 @@ class World:
     model_dir: str                                              # shipped Qwen2ForCausalLM + tokenizer
     train_problems: Callable[..., list[Problem]]                # (n, seed=0) -> never from the test split
     test_problems: Callable[[int], list[Problem]]               # (n) -> the fixed held-out set
+    max_test_problems: int                                      # a larger draw never ends (a level's test split runs out)
 
 
 def _toy() -> World:
     from attnrl_mini.worlds.toy import problems
-    return World("toy", os.path.join(_HERE, "toy", "model"), problems.train_problems, problems.test_problems)
+    return World("toy", os.path.join(_HERE, "toy", "model"), problems.train_problems, problems.test_problems, 1000)
 
 
 def _toy_plan() -> World:
     from attnrl_mini.worlds.toy_plan import problems
-    return World("toy-plan", os.path.join(_HERE, "toy_plan", "model"), problems.train_problems, problems.test_problems)
+    return World("toy-plan", os.path.join(_HERE, "toy_plan", "model"), problems.train_problems, problems.test_problems,
+                 900)
 
 
 _FACTORIES = {"toy": _toy, "toy-plan": _toy_plan}

@@ -38,13 +38,12 @@ def resolve_path(path: str | Path) -> Path:
     """A bundled file's name ("math500", "dapo_math_train") -> its path; any other string is a path."""
     return BUNDLED.get(str(path), Path(path))
 
+
 INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
 
 
 class DataError(ValueError):
     """A problem file that cannot be used; the message names the file and, where known, the line or row."""
-
-
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ The paper grades with "a hybrid of DeepScaleR's verifier and Math-Verify". Here:
    a. both sides normalised the way Hendrycks' MATH / DeepScaleR's "mathd" grader does
       (`\\dfrac` -> `\\frac`, no `\\left`/`\\right`, no units, no spaces, ...): equal -> correct;
       both plain decimal numbers but different -> incorrect (no need for sympy);
+      a model's `100,200` is a list, not the number 100200 (see "Commas" below);
+      a long answer (over LONG_ANSWER_CHARS) that is a polynomial or rational expression, like its
+      gold, is decided by an exact identity test (see "Long answers" below);
    b. else Math-Verify: `verify(parse("\\boxed{gold}"), parse("\\boxed{answer}"))` (sympy
       equivalence of numbers, expressions, intervals, sets, matrices, ...).
 
@@ -20,6 +23,22 @@ shipped runs whose every reward silently became 0 (the alarm raised in a thread)
 - `Grader` runs step 3b in worker *processes*, each call with a wall-clock timeout. A call that
   times out counts as incorrect and as a timeout, and its worker is killed (SIGKILL, which no
   sympy loop can ignore) and replaced. Steps 1, 2 and 3a are cheap and run in the caller.
+
+Commas. A gold answer's thousands separators are trusted (datasets write `58,500` for a number). A
+model's comma groups are read as one number only where no list reading exists: a later group that
+starts with 0 (`10,080`, `1,000`: no list element is written `080`), or LaTeX's number spacing
+(`32,\\!348`, `1{,}000`). Otherwise `100,200` is the list 100, 200: it equals a gold written the
+same way, never the plain number 100200 (Math-Verify would read it as 100200; the cheap path says
+no first). The price: a model writing `2,500` for 2500 is graded wrong.
+
+Long answers. Math-Verify's parse of a 30,000-factor `x*x*...*x` takes seconds and its verify says
+"different" already at 1,000 factors, so a long answer equal to its gold would score 0 by a timeout
+or a wrong verdict. When the answer or the gold is longer than LONG_ANSWER_CHARS and both are
+polynomial or rational expressions (integers, one-letter variables other than e and i, + - * /,
+`\\cdot`, `\\times`, `\\frac`, integer powers, brackets, implicit products), they are compared
+by evaluating both at 3 fixed pseudo-random points modulo the prime 2^61 - 1: equal expressions
+always agree, different ones agree with probability <= (degree / 2^61) per point (Schwartz-Zippel),
+so the verdict is exact for any degree a response can write. Anything else still goes to Math-Verify.
 
 Empty or truncated responses are simply incorrect (no boxed answer), never errors. As in the
 release, a truncated response that does contain a complete `\\boxed{}` is graded like any other.
@@ -137,14 +156,18 @@ def unicode_math_to_latex(s: str) -> str:
 _VARIABLE = re.compile(r"[A-Za-z][A-Za-z0-9]?")   # the left side of "x = 5" (not "1 = 5")
 
 
-def normalize_answer(answer: str) -> str:
+def normalize_answer(answer: str, thousands: bool = False) -> str:
     """Canonical string form of an answer, used for the cheap exact-match test.
 
     Only transformations that never make two different answers equal, up to the conventions of
     MATH answers: units, degree and percent signs, a short `x =` and thousands separators are not
-    part of the value (so "10,080" == "10080"; a list "100,200" would also equal "100200").
+    part of the value. Comma groups are dropped where they can only be separators ("10,080",
+    "32,\\!348" -> digits); `thousands=True` (a gold answer) drops them always ("58,500" -> 58500),
+    while a model's "100,200" stays a list (module docstring, "Commas").
     """
     s = unicode_math_to_latex(answer).strip()
+    # LaTeX's number spacing says a comma groups digits: "32,\!348", "1{,}000" (kept as a mark until below)
+    s = re.sub(r"(?<=\d),\\!\s*(?=\d{3})|(?<=\d)\{,\}(?=\d{3})", "\x00", s)
     s = s.replace("\n", "").replace("\\!", "").replace("\\,", "").replace("\\;", "")
     s = re.sub(r"(?<!\\)\\ |~", " ", s)                         # "\ " and "~" are spaces
     s = re.sub(r"\\[td]frac", r"\\frac", s)                      # \dfrac, \tfrac -> \frac
@@ -166,8 +189,10 @@ def normalize_answer(answer: str) -> str:
     if re.fullmatch(r"-?\d+/\d+", s):                              # 3/4 -> \frac{3}{4}
         sign, (num, den) = ("-" if s[0] == "-" else ""), s.lstrip("-").split("/")
         s = f"{sign}\\frac{{{num}}}{{{den}}}"
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):             # 10,080 -> 10080
-        s = s.replace(",", "")
+    if re.fullmatch(r"-?\d{1,3}([,\x00]\d{3})+(\.\d+)?", s) and (
+            thousands or "\x00" in s or re.search(r"[,\x00]0", s)):    # 10,080 -> 10080; 100,200 stays a list
+        s = s.replace(",", "").replace("\x00", "")
+    s = s.replace("\x00", ",")
     if s.startswith("."):                                          # .5 -> 0.5
         s = "0" + s
     return s
@@ -205,16 +230,170 @@ def _verify_any(pred: str, golds: list[str]) -> bool:
 _PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
+_COMMA_LIST = re.compile(r"-?\d{1,3}(,\d{3})+")
+LONG_ANSWER_CHARS = 300     # longer answers (or golds) may be settled by the identity test
+
+
 def decide_without_math_verify(pred: str, golds: list[str]) -> bool | None:
     """The cheap path: True if the normalised strings match; False if the answer and every gold
-    are plain decimal numbers that differ (AIME-style integers: no sympy needed); else None."""
+    are plain decimal numbers that differ (AIME-style integers: no sympy needed), or the answer is a
+    comma list like "100,200" and every gold a plain number; a long polynomial answer by the identity
+    test; else None."""
     normalized = normalize_answer(pred)
-    normalized_golds = [normalize_answer(gold) for gold in golds]
+    normalized_golds = [form for gold in golds for form in {normalize_answer(gold, thousands=True),
+                                                            normalize_answer(gold)}]
     if normalized in normalized_golds:
         return True
-    if all(_PLAIN_NUMBER.fullmatch(s) for s in [normalized, *normalized_golds]):
+    plain_golds = [g for g in normalized_golds if _PLAIN_NUMBER.fullmatch(g)]
+    if _PLAIN_NUMBER.fullmatch(normalized) and len(plain_golds) == len(normalized_golds):
         return any(Decimal(normalized) == Decimal(gold) for gold in normalized_golds)  # "2.0" == "2"
+    if _COMMA_LIST.fullmatch(normalized) and len(plain_golds) == len(normalized_golds):
+        return False   # "100,200" is a list of two numbers, not 100200 (Math-Verify would drop the comma)
+    if max(len(pred), *map(len, golds)) > LONG_ANSWER_CHARS:
+        verdicts = [identical_polynomials(normalized, gold) for gold in normalized_golds]
+        if True in verdicts:
+            return True
+        if verdicts and all(v is False for v in verdicts):
+            return False
     return None
+
+
+# ----------------------------------------------------------------------------------------------
+# The identity test for long polynomial answers (module docstring, "Long answers")
+
+_PRIME = 2**61 - 1
+_POINTS = 3
+_TOKEN = re.compile(r"\d+|\\(?:cdot|times|frac)(?![A-Za-z])|[A-Za-z]|[-+*/^(){}]")
+
+
+class _NotPolynomial(Exception):
+    pass
+
+
+def _tokens(s: str) -> list[str]:
+    tokens, at = [], 0
+    while at < len(s):
+        m = _TOKEN.match(s, at)
+        if m is None or m.group() in ("e", "i"):   # anything else (\pi, ".", "=", ",", e, i): not this test's
+            raise _NotPolynomial
+        tokens.append({"\\cdot": "*", "\\times": "*"}.get(m.group(), m.group()))
+        at = m.end()
+    return tokens
+
+
+def _evaluate(tokens: list[str], point: dict[str, int]) -> int:
+    """The expression's value modulo _PRIME with each variable set to point[letter]; recursive descent
+    with loops for sums and products (30,000 factors need no deep recursion)."""
+    pos = 0
+
+    def peek():
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take(expected=None):
+        nonlocal pos
+        token = peek()
+        if token is None or (expected is not None and token != expected):
+            raise _NotPolynomial
+        pos += 1
+        return token
+
+    def group(depth):   # "{...}" or "(...)"
+        closing = {"{": "}", "(": ")"}.get(take())
+        if closing is None:
+            raise _NotPolynomial
+        value = expression(depth + 1)
+        take(closing)
+        return value
+
+    def atom(depth):
+        if depth > 100:
+            raise _NotPolynomial
+        token = peek()
+        if token is None:
+            raise _NotPolynomial
+        if token.isdigit():
+            return int(take()) % _PRIME
+        if token.isalpha():
+            return point.setdefault(take(), 0)
+        if token == "\\frac":
+            take()
+            num, den = group(depth), group(depth)
+            if den == 0:
+                raise _NotPolynomial
+            return num * pow(den, -1, _PRIME) % _PRIME
+        return group(depth)
+
+    def exponent() -> int:   # an integer literal: "^2", "^{30000}", "^{-1}"
+        if peek() == "{":
+            take()
+            sign = -1 if peek() == "-" and take() else 1
+            digits = take()
+            take("}")
+        else:
+            sign, digits = 1, take()
+            if len(digits) > 1:   # LaTeX's x^23 is x^2 * 3: ambiguous, not this test's
+                raise _NotPolynomial
+        if not digits.isdigit():
+            raise _NotPolynomial
+        return sign * int(digits)
+
+    def power(depth):
+        base = atom(depth)
+        if peek() == "^":
+            take()
+            e = exponent()
+            if e < 0 and base == 0:
+                raise _NotPolynomial
+            base = pow(base, e, _PRIME) if e >= 0 else pow(pow(base, -1, _PRIME), -e, _PRIME)
+        return base
+
+    def term(depth):
+        sign = 1
+        while peek() in ("-", "+"):
+            sign = -sign if take() == "-" else sign
+        value = power(depth) * sign % _PRIME
+        while peek() is not None and peek() not in ("+", "-", ")", "}"):
+            if peek() in ("*", "/"):
+                op = take()
+                factor = power(depth)
+            else:   # an implicit product: 2x, x(y+1)
+                op, factor = "*", power(depth)
+            if op == "/":
+                if factor == 0:
+                    raise _NotPolynomial
+                factor = pow(factor, -1, _PRIME)
+            value = value * factor % _PRIME
+        return value
+
+    def expression(depth):
+        value = term(depth)
+        while peek() in ("+", "-"):
+            sign = 1 if take() == "+" else -1
+            value = (value + sign * term(depth)) % _PRIME
+        return value
+
+    value = expression(0)
+    if pos != len(tokens):
+        raise _NotPolynomial
+    return value
+
+
+def identical_polynomials(a: str, b: str) -> bool | None:
+    """Are two normalised answers the same polynomial / rational expression? None when either is
+    not one (module docstring, "Long answers": exact up to probability degree / 2^61 per point)."""
+    import random
+
+    try:
+        ta, tb = _tokens(a), _tokens(b)
+        letters = sorted({t for t in ta + tb if t.isalpha()})
+        rng = random.Random(20240927)   # fixed points: the same verdict every time
+        for _ in range(_POINTS):
+            point = {x: rng.randrange(2, _PRIME) for x in letters}
+            if _evaluate(ta, point) != _evaluate(tb, point):
+                return False
+        return True
+    except _NotPolynomial:
+        return None
 
 
 def is_correct(response_text: str | None, answer: Answer) -> bool:
