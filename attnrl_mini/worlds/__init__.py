@@ -6,11 +6,14 @@ data, its prompt template (data.py) and the grader (reward.py); `Problem` (probl
 - "toy": multi-step arithmetic whose mistakes are slipped digits (toy/).
 - "toy-plan": an early decision that later steps read back, mistakes are wrong decisions
   (toy_plan/). README "When does attention help?" sets the two side by side.
+- "early" / "late": a matched pair from one generator with one switch, where the harmless wording
+  variability sits (before / after two decisions; compass/, docs/compass.md).
 
 Both use the same prompt template (the chat template, no system turn) and the same grader.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -38,7 +41,16 @@ def _toy_plan() -> World:
     return World("toy-plan", os.path.join(_HERE, "toy_plan", "model"), problems.train_problems, problems.test_problems)
 
 
-_FACTORIES = {"toy": _toy, "toy-plan": _toy_plan}
+def _compass(placement: str) -> Callable[[], World]:
+    def factory() -> World:
+        from attnrl_mini.worlds.compass import problems
+        return World(placement, os.path.join(_HERE, "compass", f"model_{placement}"),
+                     functools.partial(problems.train_problems, placement=placement),
+                     functools.partial(problems.test_problems, placement=placement))
+    return factory
+
+
+_FACTORIES = {"toy": _toy, "toy-plan": _toy_plan, "early": _compass("early"), "late": _compass("late")}
 WORLD_NAMES = tuple(_FACTORIES)
 
 
@@ -49,7 +61,7 @@ def get_world(name: str) -> World:
 
 
 def run_problems(cfg) -> tuple[list[Problem], list[Problem]]:
-    """A run's training and held-out problems: a built-in world's (cfg.train_data "toy" / "toy-plan"),
+    """A run's training and held-out problems: a built-in world's (cfg.train_data one of WORLD_NAMES),
     or those of the data files (held-out default: MATH-500)."""
     from attnrl_mini.worlds import data
     if cfg.train_data in WORLD_NAMES:
