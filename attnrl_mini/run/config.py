@@ -52,8 +52,10 @@ class Config:
 
     # --- branching (§c, Eq. 7) ---
     branch_selector: str = opt("fci", "where branches fork: fci = ATB (§c), entropy = TreeRL, first_steps, "
-                               "random; none = no tree (GRPO, set by --algo grpo)",
-                               choices=("fci", "entropy", "first_steps", "random", "none"))
+                               "random; step_entropy = a step's mean token entropy with ATB's rules (DATPO), "
+                               "fci_entropy = FCI candidates, most uncertain first (both departures, "
+                               "docs/algorithm.md); none = no tree (GRPO, set by --algo grpo)",
+                               choices=("fci", "entropy", "step_entropy", "fci_entropy", "first_steps", "random", "none"))
     n_branch_points: int = opt(2, "N: branch points per branched response (§c)")
     n_continuations: int = opt(2, "T: continuations sampled from each branch point (§c)")
     fci_delta: int = opt(4, "Δ in Eq. 5: attention from the Δ nearest later steps is ignored in FCI")
