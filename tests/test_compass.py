@@ -134,3 +134,13 @@ def test_two_short_pretrain_runs_give_identical_weights():
             for _ in range(2)]
     a, b = (r.state_dict() for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_exhausted_test_split_is_a_clear_error_and_the_pair_holds_2000(monkeypatch):
+    from attnrl_mini.worlds.problem import Problem
+    from attnrl_mini.worlds.toy import problems as toy
+    monkeypatch.setattr(toy, "MAX_MISSES", 500)
+    tiny = lambda rng, level: Problem(f"p{rng.randrange(3)}", f"text {rng.randrange(3)}", "0", "t", level)  # noqa: E731
+    with pytest.raises(ValueError, match="test split of level 1 seems exhausted at 3 distinct problems"):
+        toy.draw_test_split(tiny, lambda text: True, (1,), "seed", 4)
+    assert len({p.problem for p in c.test_problems(2000)}) == 2000           # binomial SE <= 1.1 points
