@@ -1,5 +1,6 @@
 """The matched pair early/late (attnrl_mini/worlds/compass/): answers, gold solutions, split, and that
 the two generators differ only in where the restatements sit."""
+import os
 import random
 
 import pytest
@@ -29,8 +30,9 @@ def test_hand_checked_problem_in_both_layouts():
     assert c.answer_for(7, 8, c.parse_problem(text)[1]) == 12 + 16 + 15 == independent_answer(text)
     common = "x is 7.\n\n(a) 7+5=12\n\ny is 8.\n\n(b) 8*2=16\n\n(c) 7+8=15"
     restate = "Compare 7 and 4.\n\nCompare 3 and 8."
-    assert c.gold_solution(text, "early") == f"Solve.\n\n{restate}\n\n{common}\n\n12+16+15=43\n\n\\boxed{{43}}"
-    assert c.gold_solution(text, "late") == f"Solve.\n\n{common}\n\n{restate}\n\n12+16+15=43\n\n\\boxed{{43}}"
+    total = "12+16=28\n\n28+15=43\n\n\\boxed{43}"
+    assert c.gold_solution(text, "early") == f"Solve.\n\n{restate}\n\n{common}\n\n{total}"
+    assert c.gold_solution(text, "late") == f"Solve.\n\n{common}\n\n{restate}\n\n{total}"
 
 
 def test_answers_match_an_independent_computation_and_levels_match_gaps():
@@ -144,3 +146,35 @@ def test_an_exhausted_test_split_is_a_clear_error_and_the_pair_holds_2000(monkey
     with pytest.raises(ValueError, match="test split of level 1 seems exhausted at 3 distinct problems"):
         toy.draw_test_split(tiny, lambda text: True, (1,), "seed", 4)
     assert len({p.problem for p in c.test_problems(2000)}) == 2000           # binomial SE <= 1.1 points
+
+
+@pytest.mark.parametrize("placement", c.PLACEMENTS)
+@pytest.mark.skipif(not all(os.path.exists(os.path.join(get_world(pl).model_dir, "model.safetensors")) for pl in c.PLACEMENTS),
+                    reason="the pair's models are not built yet: python -m attnrl_mini.worlds.compass.pretrain --placement early|late")
+def test_shipped_model_and_tokenizer(placement):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from attnrl_mini.worlds.compass.tokenizer import build_compass_tokenizer
+    from attnrl_mini.worlds.toy.tokenizer import toy_prompt_ids
+    path = get_world(placement).model_dir
+    tok = AutoTokenizer.from_pretrained(path)
+    assert type(tok).__name__ == "Qwen2Tokenizer" and tok.get_vocab() == build_compass_tokenizer().get_vocab()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    cfg = model.config
+    assert type(model).__name__ == "Qwen2ForCausalLM" and cfg.hidden_size // cfg.num_attention_heads >= 32
+    assert sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)) < 20 * 2**20
+    # greedy decoding of level-1 problems (decisions nearly certain) follows the world's layout and is right
+    problems = [p for p in c.test_problems(24, placement=placement) if p.level == 1][:6]
+    prompts = [toy_prompt_ids(tok, p) for p in problems]
+    T = max(map(len, prompts))
+    input_ids = torch.tensor([[tok.pad_token_id] * (T - len(x)) + x for x in prompts])
+    mask = (torch.arange(T)[None, :] >= torch.tensor([T - len(x) for x in prompts])[:, None]).long()
+    with torch.no_grad():
+        out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=96, do_sample=False)
+    texts = [tok.decode(row[T:], skip_special_tokens=True) for row in out]
+    for text, p in zip(texts, problems):
+        steps = text.split("\n\n")
+        assert steps[0] == c.FIRST_STEP and len(steps) == len(c.LAYOUT[placement])
+        assert all(steps[k][:4] in ("x is", "y is") for k in c.DECISION_STEPS[placement])
+        assert all(steps[k].split()[0] in ("Compare", "We", "Look") for k in c.RESTATEMENT_STEPS[placement])
+    from attnrl_mini.worlds.reward import is_correct
+    assert sum(is_correct(t, p.answer) for t, p in zip(texts, problems)) >= 5

@@ -30,13 +30,13 @@ def test_ratio_and_bootstrap_over_prompts():
     assert bo.bootstrap(forks, bo.ratio(lambda f: 1, lambda f: 0), n=10) == (None, None, None)
 
 
-def test_a_tiny_real_study_on_late(tmp_path):
+def test_a_tiny_real_study_on_toy_plan():
     import torch
     from attnrl_mini.worlds.reward import Grader
     torch.set_grad_enabled(False)
     try:
         with Grader(workers=1, timeout=5.0) as grader:
-            setup = bo.make_setup("late", ["--model", "late"], n_prompts=2, seed=0)
+            setup = bo.make_setup("toy-plan", ["--model", "toy-plan"], n_prompts=2, seed=0)
             r = bo.measure(setup, n_prompts=2, seed=0, grader=grader)
     finally:
         torch.set_grad_enabled(True)
@@ -46,6 +46,6 @@ def test_a_tiny_real_study_on_late(tmp_path):
         assert row["branch_points"] == 2 * 6 * 2, name                  # prompts × G × N
         assert sum(row["place_share"].values()) == pytest.approx(1.0)
         assert 1.0 <= row["distinct"][0] <= 3.0 and 0.0 <= row["mixed"][0] <= 1.0
-    # first_steps on late forks at steps 1 and 2: decision 1 ("at") and (a) ("between")
-    assert r["rows"]["first_steps"]["place_share"]["after"] < 0.5
-    assert "| `late` | fci |" in bo.table([r])
+    # toy-plan's decision is step 1: first_steps forks at steps 1 and 2, i.e. half "at", half "after"
+    assert r["rows"]["first_steps"]["place_share"]["at"] == pytest.approx(0.5)
+    assert "| `toy-plan` | fci |" in bo.table([r])

@@ -23,11 +23,12 @@ Gold solution, placement "early" (wording variability BEFORE the decisions):
     y is 8.                   <- decision 2
     (b) 8*2=16                <- reads y back
     (c) 7+8=15                <- reads x and y back (two and four steps after them)
-    12+16+15=43
+    12+16=28                  <- the results added two at a time (see "Revision" below)
+    28+15=43
     \\boxed{43}
 
-Placement "late": the same ten steps, the two restatements moved after every decision and every
-step that reads one back (Solve, x is, (a), y is, (b), (c), Compare, Compare, sum, boxed). Same
+Placement "late": the same eleven steps, the two restatements moved after every decision and every
+step that reads one back (Solve, x is, (a), y is, (b), (c), Compare, Compare, sums, boxed). Same
 variants, same number of free tokens; the decision block (decision 1 .. (c)) is identical, so each
 decision is read back at the same distances in both worlds.
 
@@ -42,6 +43,12 @@ Why this shape (the properties the pair is defined by, docs/compass.md):
 - the arithmetic of the pre-training solutions is never wrong; each decision is wrong,
   independently, with probability DECISION_ERROR[level] (declared here, before any model or RL run);
 - difficulty: the level sets the gap of BOTH pairs (level 1: gap >= 5 ... level 4: gap 1).
+
+Revision (2026-12-03, before any RL run): the first build wrote the total as ONE three-term sum
+("12+16+15=43"); its pretrained `early` model learnt the declared decision rates but not that
+sum (held-out accuracy 12%; half of its wrong responses had right decisions). The total
+is now two two-term sums, the step toy-plan's model learnt. Problems, answers and decisions are
+unchanged (docs/compass.md).
 
 Train and test splits are disjoint by construction: a problem is held out iff a hash of its text
 falls in bucket 0 of TEST_BUCKETS (the text does not depend on the placement, so neither does the split).
@@ -71,8 +78,8 @@ QUESTION = "What is the sum of the results?"
 FIRST_STEP = "Solve."
 RESTATEMENTS = ("Compare {a} and {b}.", "Compare {b} and {a}.", "We compare {a} and {b}.", "Look at {b} and {a}.")
 # Step layout per placement: R = restatement, D = decision, A/B/C = the (a)/(b)/(c) lines.
-LAYOUT = {"early": ("first", "R1", "R2", "D1", "A", "D2", "B", "C", "sum", "boxed"),
-          "late": ("first", "D1", "A", "D2", "B", "C", "R1", "R2", "sum", "boxed")}
+LAYOUT = {"early": ("first", "R1", "R2", "D1", "A", "D2", "B", "C", "sum1", "sum2", "boxed"),
+          "late": ("first", "D1", "A", "D2", "B", "C", "R1", "R2", "sum1", "sum2", "boxed")}
 DECISION_STEPS = {p: (LAYOUT[p].index("D1"), LAYOUT[p].index("D2")) for p in PLACEMENTS}   # early (3, 5), late (1, 3)
 RESTATEMENT_STEPS = {p: (LAYOUT[p].index("R1"), LAYOUT[p].index("R2")) for p in PLACEMENTS}
 
@@ -168,7 +175,8 @@ def solution_steps(problem: Problem | str, placement: str, rng: random.Random | 
         "D2": f"y is {y}.",
         "B": f"(b) {y}{OPERATIONS[ops[1][0]]}{ops[1][1]}={rb}",
         "C": f"(c) {x}+{y}={rc}",
-        "sum": f"{ra}+{rb}+{rc}={total}",
+        "sum1": f"{ra}+{rb}={ra + rb}",
+        "sum2": f"{ra + rb}+{rc}={total}",
         "boxed": f"\\boxed{{{total}}}",
     }
     return [step[name] for name in LAYOUT[placement]]
