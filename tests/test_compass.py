@@ -178,3 +178,13 @@ def test_shipped_model_and_tokenizer(placement):
         assert all(steps[k].split()[0] in ("Compare", "We", "Look") for k in c.RESTATEMENT_STEPS[placement])
     from attnrl_mini.worlds.reward import is_correct
     assert sum(is_correct(t, p.answer) for t, p in zip(texts, problems)) >= 5
+
+
+def test_an_unbuilt_world_model_is_a_clear_error(monkeypatch, tmp_path):
+    import dataclasses
+    from attnrl_mini import worlds
+    from attnrl_mini.models.policy import ModelNotFoundError, resolve_model
+    unbuilt = dataclasses.replace(get_world("late"), model_dir=str(tmp_path / "model_late"))
+    monkeypatch.setattr(worlds, "get_world", lambda name: unbuilt)
+    with pytest.raises(ModelNotFoundError, match="model is not built yet: run `python -m attnrl_mini.worlds.compass.pretrain --placement late`"):
+        resolve_model("late")

@@ -29,16 +29,19 @@ class World:
     model_dir: str                                              # shipped Qwen2ForCausalLM + tokenizer
     train_problems: Callable[..., list[Problem]]                # (n, seed=0) -> never from the test split
     test_problems: Callable[[int], list[Problem]]               # (n) -> the fixed held-out set
+    build: str = ""                                             # the command that (re)builds model_dir
 
 
 def _toy() -> World:
     from attnrl_mini.worlds.toy import problems
-    return World("toy", os.path.join(_HERE, "toy", "model"), problems.train_problems, problems.test_problems)
+    return World("toy", os.path.join(_HERE, "toy", "model"), problems.train_problems, problems.test_problems,
+                 "python -m attnrl_mini.worlds.toy.pretrain")
 
 
 def _toy_plan() -> World:
     from attnrl_mini.worlds.toy_plan import problems
-    return World("toy-plan", os.path.join(_HERE, "toy_plan", "model"), problems.train_problems, problems.test_problems)
+    return World("toy-plan", os.path.join(_HERE, "toy_plan", "model"), problems.train_problems, problems.test_problems,
+                 "python -m attnrl_mini.worlds.toy_plan.pretrain")
 
 
 def _compass(placement: str) -> Callable[[], World]:
@@ -46,7 +49,8 @@ def _compass(placement: str) -> Callable[[], World]:
         from attnrl_mini.worlds.compass import problems
         return World(placement, os.path.join(_HERE, "compass", f"model_{placement}"),
                      functools.partial(problems.train_problems, placement=placement),
-                     functools.partial(problems.test_problems, placement=placement))
+                     functools.partial(problems.test_problems, placement=placement),
+                     f"python -m attnrl_mini.worlds.compass.pretrain --placement {placement}")
     return factory
 
 
