@@ -174,8 +174,7 @@ PRESETS: dict[str, dict] = {
 
 PRESETS["toy-plan"] = {**PRESETS["toy"], **PRESETS["toy-plan"]}
 # The matched pair (attnrl_mini/worlds/compass/, docs/compass.md): the toy settings, nothing else changed.
-for _pair_world in ("early", "late"):
-    PRESETS[_pair_world] = {**PRESETS["toy"], "model": _pair_world, "train_data": _pair_world, "out": f"runs/{_pair_world}"}
+PRESETS.update({w: {**PRESETS["toy"], "model": w, "train_data": w, "out": f"runs/{w}"} for w in ("early", "late")})
 
 # Short names accepted by --model.
 MODEL_ALIASES = {"Qwen2.5-Math-1.5B": "Qwen/Qwen2.5-Math-1.5B", "Qwen2.5-Math-7B": "Qwen/Qwen2.5-Math-7B"}
