@@ -262,7 +262,7 @@ class Trainer:
         responses = [batch.groups[gi].rollouts[ri].response_ids for gi, ri in flat]
         segs = [segment_steps(r, self.sep_ids, self.nl_ids, self.think_id) for r in responses]
         # FCI for ATB's branch points, and for Eq. 8's attention filter whatever selects the branch points
-        want_fci = cfg.branch_selector == "fci" or (cfg.attention_filter and cfg.branch_selector != "none")
+        want_fci = cfg.branch_selector in branching.NEEDS_FCI or (cfg.attention_filter and cfg.branch_selector != "none")
         self.model.eval()
         scored = score_responses(
             self.model, prompts, responses,

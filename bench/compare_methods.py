@@ -4,12 +4,21 @@
     python bench/compare_methods.py --smoke              # seconds-scale smoke run (used by the tests)
     python bench/compare_methods.py --methods grpo,attnrl --seeds 0,1 --budget 150000
     python bench/compare_methods.py --world toy-plan --out results/compare_plan   # the second world
+    python bench/compare_methods.py --world late --seeds 0,1,2,3,4 --eval-problems 2000 \
+        --methods grpo,treerl,atb,attnrl,treerl_step_entropy,attnrl_fci_entropy --out results/compare_late
 
 Every run is `python train.py --preset <world> ...` with the same generated-token budget
 (--max-generated-tokens), so methods are compared at equal sampling cost (paper Table 3's axis).
 Writes to --out (default results/compare): runs/<method>_s<seed>/ (each run's metrics.jsonl),
 table.md (mean ± std over seeds, like the paper's Tables 1-3), accuracy_vs_tokens.png and
 accuracy_vs_seconds.png, summary.json.
+
+Accuracy AT the budget: a run stops at the first step whose generated tokens reach the budget, so
+it overshoots by up to one step's tokens, and methods overshoot differently. The table's "at
+budget" column therefore INTERPOLATES linearly between the two held-out evaluations that bracket
+the budget (`accuracy_at_budget`; the last evaluation is always at or past the budget, because the
+trainer evaluates at the step that spends it). Paired by seed: AttnRL − TreeRL and AttnRL − GRPO at
+the budget, mean over seeds ± its standard error (std of the per-seed differences / sqrt(seeds)).
 """
 from __future__ import annotations
 
@@ -23,6 +32,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from attnrl_mini.worlds import WORLD_NAMES  # noqa: E402
 
 # docs/algorithm.md §h, as switches of the one loop (train.py flags). Ladder rows are on-policy like TreeRL;
 # one-step-stale is an orthogonal switch, on for AttnRL only (and for the "TreeRL + stale" row).
@@ -38,6 +49,9 @@ METHODS: dict[str, list[str]] = {
     "attnrl": ["--algo", "attnrl"],
     # not a row of the paper: AttnRL without the stale pipeline, to separate ADS's effect from staleness
     "attnrl_on_policy": ["--algo", "attnrl", "--one-step-stale", "false"],
+    # the two selectors beyond the paper (docs/compass.md): DATPO's step entropy in TreeRL, our hybrid in AttnRL
+    "treerl_step_entropy": ["--algo", "treerl", "--branch-selector", "step_entropy"],
+    "attnrl_fci_entropy": ["--algo", "attnrl", "--branch-selector", "fci_entropy"],
 }
 
 
@@ -95,11 +109,38 @@ def load_run(run_dir: str) -> dict:
     }
 
 
+def accuracy_at_budget(curve: list[tuple[float, float]], budget: float) -> float | None:
+    """Held-out accuracy at exactly `budget` generated tokens: linear interpolation between the two
+    evaluations that bracket it (curve = [(tokens, accuracy)] in increasing tokens); None if the run
+    never reached the budget."""
+    if not curve or curve[-1][0] < budget:
+        return None
+    if budget <= curve[0][0]:
+        return curve[0][1]
+    for (t0, a0), (t1, a1) in zip(curve, curve[1:]):
+        if t0 <= budget <= t1:
+            return a0 if t1 == t0 else a0 + (a1 - a0) * (budget - t0) / (t1 - t0)
+    raise ValueError(f"curve tokens are not increasing: {curve}")
+
+
+def paired_difference(a: list[float | None], b: list[float | None]) -> tuple[float, float | None, int] | None:
+    """Per-seed a − b (seeds where both have a value): (mean, standard error, seeds); None if no seed."""
+    diffs = [x - y for x, y in zip(a, b) if x is not None and y is not None]
+    if not diffs:
+        return None
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None
+    return statistics.mean(diffs), se, len(diffs)
+
+
 def tokens_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
     for tokens, acc in curve:
         if acc >= target:
             return tokens
     return None
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else 100 * x
 
 
 def _ms(values: list[float], fmt: str = "{:.1f}") -> str:
@@ -114,19 +155,30 @@ def _ms(values: list[float], fmt: str = "{:.1f}") -> str:
 def report(results: dict[str, list[dict]], out_dir: str, budget: int, world: str = "toy") -> str:
     lines = [f"World `{world}`, equal generated-token budget {budget:,} per run; mean ± std over seeds "
              f"({', '.join(str(len(v)) for v in results.values())} seeds).", "",
-             "| method | held-out acc. start → at budget (%) | gain (pts) | steps | generated tokens | trained tokens | "
+             "| method | held-out acc. start → last eval (%) | at exactly the budget (%, interpolated) | gain (pts) | steps | generated tokens | trained tokens | "
              "prompt valid ratio (sampled) | valid ratio (trained seqs) | train wall-clock (s) | "
              "branch at step start | branch rel. pos. | branch mixed outcome |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m, runs in results.items():
         lines.append(
             f"| {m} | {_ms([100 * r['first_eval'] for r in runs])} → {_ms([100 * r['final_eval'] for r in runs])} | "
+            f"{_ms([_pct(accuracy_at_budget(r['curve_tokens'], budget)) for r in runs])} | "
             f"{_ms([100 * (r['final_eval'] - r['first_eval']) for r in runs])} | {_ms([r['steps'] for r in runs], '{:.0f}')} | "
             f"{_ms([r['generated_tokens'] for r in runs], '{:.0f}')} | "
             f"{_ms([r['trained_tokens'] for r in runs], '{:.0f}')} | {_ms([r['prompt_valid_ratio'] for r in runs], '{:.2f}')} | "
             f"{_ms([r['trained_valid_ratio'] for r in runs], '{:.2f}')} | {_ms([r['train_seconds'] for r in runs], '{:.0f}')} | "
             f"{_ms([r['branch_at_step_start'] for r in runs], '{:.2f}')} | {_ms([r['branch_mean_rel_pos'] for r in runs], '{:.2f}')} | "
             f"{_ms([r['branch_mixed_outcome'] for r in runs], '{:.2f}')} |")
+    at_budget = {m: [accuracy_at_budget(r["curve_tokens"], budget) for r in runs] for m, runs in results.items()}
+    pairs = [(a, b) for a, b in (("attnrl", "treerl"), ("attnrl", "grpo"), ("attnrl_fci_entropy", "treerl"),
+                                 ("treerl_step_entropy", "treerl")) if a in results and b in results]
+    if pairs:
+        lines += ["", "Paired by seed, at exactly the budget (interpolated), mean ± standard error (points):", ""]
+        for a, b in pairs:
+            d = paired_difference(at_budget[a], at_budget[b])
+            lines.append(f"- {a} − {b}: " + ("no seed reached the budget" if d is None else
+                         f"{100 * d[0]:+.1f}" + (f" ± {100 * d[1]:.1f}" if d[1] is not None else " (one seed, no SE)")
+                         + f" over {d[2]} seeds"))
     if "treerl" in results and "attnrl" in results:
         target = statistics.mean(r["final_eval"] for r in results["treerl"])
         reach = [tokens_to_reach(r["curve_tokens"], target) for r in results["attnrl"]]
@@ -168,7 +220,7 @@ def plot(results: dict[str, list[dict]], out_dir: str) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--world", default="toy", choices=["toy", "toy-plan"], help="which built-in toy world")
+    p.add_argument("--world", default="toy", choices=list(WORLD_NAMES), help="which built-in toy world")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--budget", type=int, default=150_000, help="generated tokens per run")

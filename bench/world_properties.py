@@ -9,9 +9,13 @@ sample per held-out problem (the test set, as eval.py scores it):
 - share of the FCI top-20% steps (Eq. 7's candidates) that are decision steps, and share of the
   top-20% entropy tokens (per response) that are decision tokens;
 - per-prompt outcomes at G = 6: all-correct / all-wrong / mixed (= the prompt valid ratio), by level;
-- share of the wrong responses whose decision was wrong (toy-plan: x is not the larger number);
+- share of the wrong responses with a wrong decision (toy-plan: x is not the larger number; early /
+  late: x or y is not the larger of its pair);
+- per level, the accuracy of each decision, and the share of prompts whose G decisions all agree
+  (every response picked the same number: such a prompt's decision is settled, a fork there cannot
+  give contrast);
 - held-out accuracy by level.
-Decision tokens (bench/world_sample.py): toy-plan, the chosen number in the decision step; toy, the
+Decision tokens (bench/world_sample.py): toy-plan, early, late, the chosen numbers in the decision steps; toy, the
 written results after "=" (where its slips are made; toy has no decision step, so its
 "decision step" is any step holding a written result).
 """
@@ -19,26 +23,26 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import time
 
 import torch
 
-from world_sample import ROOT, load, measure_worlds, sample_and_score, top_fraction
+from world_sample import ROOT, decisions_right, load, measure_worlds, sample_and_score, top_fraction
 
 from attnrl_mini.algorithm.branching import fci_candidate_steps
 from attnrl_mini.worlds.reward import Grader
 from attnrl_mini.worlds import get_world
 
 
-def decision_was_wrong(sample) -> bool:
-    """toy-plan: did the decision step (step 2) fail to say "x is <the larger number>."?"""
-    from attnrl_mini.worlds.toy_plan.problems import DECISION_STEP, parse_problem
-    a, b, _ = parse_problem(sample.problem.problem)
-    steps = sample.text.split("\n\n")
-    m = re.search(r"x is (\d+)\.", steps[DECISION_STEP]) if len(steps) > DECISION_STEP else None
-    return m is None or int(m.group(1)) != max(a, b)
+def decision_summary(prompts: list[list[list[bool | None]]]) -> dict:
+    """Per decision i: the share of responses that got it right, the share of prompts whose G responses
+    all made the same pick; and the share of prompts where every decision agrees. prompts: [P][G][D]."""
+    D = len(prompts[0][0])
+    agree = [[len({resp[i] for resp in g}) == 1 for i in range(D)] for g in prompts]     # [P][D]
+    return {"accuracy_per_decision": [statistics.mean(resp[i] is True for g in prompts for resp in g) for i in range(D)],
+            "prompts_agreeing_per_decision": [statistics.mean(a[i] for a in agree) for i in range(D)],
+            "prompts_all_decisions_agree": statistics.mean(all(a) for a in agree), "prompts": len(prompts)}
 
 
 def measure(world_name: str, n_prompts: int, n_test: int, G: int, seed: int, grader: Grader) -> dict:
@@ -69,6 +73,10 @@ def measure(world_name: str, n_prompts: int, n_test: int, G: int, seed: int, gra
         lv["mixed"] += kind == "mixed"
         lv["accuracy"] += [s.reward for s in g]
     wrong = [s for s in samples if s.reward == 0]
+    has_decisions = world_name in ("toy-plan", "early", "late")
+    per_level_picks: dict[int, list] = {}                  # level -> per prompt [G][D] True / False / None
+    for g in groups:
+        per_level_picks.setdefault(g[0].problem.level, []).append([decisions_right(world_name, s.problem, s.text) for s in g])
     test = sample_and_score(wm, world.test_problems(n_test), 1, seed + 1, grader)
     test_by_level: dict[int, list[float]] = {}
     for g in test:
@@ -85,7 +93,10 @@ def measure(world_name: str, n_prompts: int, n_test: int, G: int, seed: int, gra
         "by_level_G6": {lv: {"mixed": d["mixed"] / d["prompts"], "accuracy": statistics.mean(d["accuracy"]),
                              "prompts": d["prompts"]} for lv, d in sorted(by_level.items())},
         "wrong_responses_with_wrong_decision":
-            statistics.mean(decision_was_wrong(s) for s in wrong) if wrong and world_name == "toy-plan" else None,
+            statistics.mean(not all(decisions_right(world_name, s.problem, s.text)) for s in wrong)
+            if wrong and has_decisions else None,
+        "decisions_by_level": {lv: decision_summary(prompts) for lv, prompts in sorted(per_level_picks.items())}
+        if has_decisions else None,
         "held_out_accuracy": statistics.mean(r for rs in test_by_level.values() for r in rs),
         "held_out_by_level": {lv: statistics.mean(rs) for lv, rs in sorted(test_by_level.items())},
         "held_out_n": sum(len(rs) for rs in test_by_level.values()),
@@ -106,6 +117,11 @@ def table(results: list[dict]) -> str:
          lambda r: " / ".join(pct(r["outcomes_G6"][k]) for k in ("all_correct", "all_wrong", "mixed"))),
         ("prompt valid ratio at G = 6, by level",
          lambda r: ", ".join(f"L{lv} {d['mixed']:.2f}" for lv, d in r["by_level_G6"].items())),
+        ("decision accuracy by level (x / y)", lambda r: "–" if not r.get("decisions_by_level") else ", ".join(
+            f"L{lv} " + " / ".join(pct(a) for a in d["accuracy_per_decision"]) for lv, d in r["decisions_by_level"].items())),
+        ("prompts whose G decisions all agree, by level (x / y; all)", lambda r: "–" if not r.get("decisions_by_level") else ", ".join(
+            f"L{lv} " + " / ".join(pct(a) for a in d["prompts_agreeing_per_decision"]) + f"; {pct(d['prompts_all_decisions_agree'])}"
+            for lv, d in r["decisions_by_level"].items())),
         ("held-out accuracy (one sample each, T = 1)", lambda r: f"{pct(r['held_out_accuracy'])} (n = {r['held_out_n']})"),
         ("held-out accuracy by level", lambda r: ", ".join(f"L{lv} {pct(a)}" for lv, a in r["held_out_by_level"].items())),
     ]
@@ -118,7 +134,7 @@ def table(results: list[dict]) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--worlds", default="toy,toy-plan")
+    ap.add_argument("--worlds", default="toy,toy-plan,early,late")
     ap.add_argument("--prompts", type=int, default=200, help="training-split prompts per world (G samples each)")
     ap.add_argument("--test", type=int, default=500, help="held-out problems per world (one sample each)")
     ap.add_argument("--G", type=int, default=6)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -60,16 +61,46 @@ def load(world_name: str, threads: int = 1) -> WorldModel:
                       separator_token_ids(tok), newline_token_ids(tok))
 
 
-def decision_positions(world_name: str, token_texts: list[str], steps: list[tuple[int, int]]) -> set[int]:
-    """Where the outcome is decided, by construction.
-    toy-plan: the digits of the decision step (the chosen x, step 2).
-    toy: the written result digits after "=" in each operation step (where its slips happen)."""
+def decision_step_indices(world_name: str, step_texts: list[str]) -> list[int]:
+    """The steps where the outcome is decided, by construction: toy-plan, its decision step (step 2);
+    early / late, the steps that say "x is N." / "y is N." (wherever the sampled response put them);
+    toy, none (its outcome is decided by every written result)."""
     if world_name == "toy-plan":
         from attnrl_mini.worlds.toy_plan.problems import DECISION_STEP
-        if len(steps) <= DECISION_STEP:
-            return set()
-        s, e = steps[DECISION_STEP]
-        return {t for t in range(s, e) if token_texts[t].strip().isdigit()}
+        return [DECISION_STEP] if len(step_texts) > DECISION_STEP else []
+    if world_name in ("early", "late"):
+        return [k for k, t in enumerate(step_texts) if re.match(r"\s*[xy] is \d", t)]
+    return []
+
+
+def decisions_right(world_name: str, problem: Problem, text: str) -> list[bool | None]:
+    """Per decision of the world (toy-plan: x; early / late: x, y), did the response pick the larger
+    number? None where the response has no such decision step."""
+    steps = text.split("\n\n")
+    if world_name == "toy-plan":
+        from attnrl_mini.worlds.toy_plan.problems import DECISION_STEP, parse_problem
+        a, b, _ = parse_problem(problem.problem)
+        m = re.search(r"x is (\d+)\.", steps[DECISION_STEP]) if len(steps) > DECISION_STEP else None
+        return [None if m is None else int(m.group(1)) == max(a, b)]
+    if world_name in ("early", "late"):
+        from attnrl_mini.worlds.compass.problems import parse_problem
+        pairs, _ = parse_problem(problem.problem)
+        out = []
+        for var, pair in zip("xy", pairs):
+            m = next((re.match(rf"\s*{var} is (\d+)\.", t) for t in steps if re.match(rf"\s*{var} is \d", t)), None)
+            out.append(None if m is None else int(m.group(1)) == max(pair))
+        return out
+    return []
+
+
+def decision_positions(world_name: str, token_texts: list[str], steps: list[tuple[int, int]]) -> set[int]:
+    """Where the outcome is decided, by construction.
+    toy-plan, early, late: the digits of the decision steps (the chosen x, y; decision_step_indices).
+    toy: the written result digits after "=" in each operation step (where its slips happen)."""
+    if world_name in ("toy-plan", "early", "late"):
+        texts = ["".join(token_texts[s:e]) for s, e in steps]
+        return {t for k in decision_step_indices(world_name, texts) for t in range(*steps[k])
+                if token_texts[t].strip().isdigit()}
     out = set()
     for s, e in steps[:-1]:
         after_eq = False
@@ -113,9 +144,11 @@ def save_world(out_dir: str, result: dict) -> None:
 
 
 def load_worlds(out_dir: str) -> list[dict]:
-    """The per-world results saved in out_dir, first world first (toy, then toy-plan)."""
+    """The per-world results saved in out_dir: the built-in worlds first, in WORLD_NAMES order, then any
+    other (a bench's `custom` setup)."""
     from attnrl_mini.worlds import WORLD_NAMES
-    paths = [os.path.join(out_dir, f"{w}.json") for w in WORLD_NAMES]
+    others = sorted(f[:-5] for f in os.listdir(out_dir) if f.endswith(".json") and f[:-5] not in WORLD_NAMES)
+    paths = [os.path.join(out_dir, f"{w}.json") for w in (*WORLD_NAMES, *others)]
     return [json.load(open(p)) for p in paths if os.path.exists(p)]
 
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from attnrl_mini.algorithm.branching import (entropy_branch_points, fci_branch_points, fci_candidate_steps,
-                                   first_step_branch_points, random_branch_points, select_branch_points)
+from attnrl_mini.algorithm.branching import (SELECTORS, entropy_branch_points, fci_branch_points, fci_candidate_steps,
+                                   fci_entropy_branch_points, first_step_branch_points, random_branch_points,
+                                   select_branch_points, step_entropies, step_entropy_branch_points)
 
 # Eight steps of 3 tokens: step k covers [3k, 3k+3).
 STEPS8 = [(3 * k, 3 * k + 3) for k in range(8)]
@@ -153,3 +154,74 @@ def test_dispatcher():
         select_branch_points("attention", fci=Y8, entropies=ent, **common)
     with pytest.raises(ValueError, match="needs the response's FCI"):
         select_branch_points("fci", fci=None, entropies=ent, **common)
+
+
+# ---------------------------------------------------------------- step_entropy and fci_entropy (departures)
+# Six steps: [0,2) [2,5) [5,7) [7,12) [12,14) [14,16); sixteen token entropies.
+STEPS6 = [(0, 2), (2, 5), (5, 7), (7, 12), (12, 14), (14, 16)]
+H16 = y(2.0, 0.0, 0.3, 0.3, 0.3, 0.0, 1.0, 0.1, 0.1, 0.1, 0.1, 0.1, 0.9, 0.9, 0.0, 0.0)
+FCI6 = y(0.0, 0.5, 0.4, 0.8, 0.45, 0.1)
+
+
+def test_step_entropies_mean_and_max():
+    # means: (2+0)/2, (.3·3)/3, (0+1)/2, (.1·5)/5, (.9+.9)/2, 0;  maxima: 2, .3, 1, .1, .9, 0
+    assert step_entropies(H16, STEPS6, "mean").tolist() == pytest.approx([1.0, 0.3, 0.5, 0.1, 0.9, 0.0])
+    assert step_entropies(H16, STEPS6, "max").tolist() == pytest.approx([2.0, 0.3, 1.0, 0.1, 0.9, 0.0])
+    with pytest.raises(ValueError, match="only 15 token entropies"):
+        step_entropies(H16[:15], STEPS6)
+    with pytest.raises(ValueError, match="reduce"):
+        step_entropies(H16, STEPS6, "median")
+
+
+def test_step_entropy_uses_atb_rules_on_mean_step_entropy():
+    common = dict(prompt_len=10, n=2, min_start=0)
+    # H = [1, .3, .5, .1, .9, 0]; 0.8-quantile: position 4 of sorted [0,.1,.3,.5,.9,1] -> τ = .9 -> C = {4}
+    # (step 0's 1.0 is never a candidate); short of 2 -> ATB's fallback adds step 1 (offset 2)
+    assert step_entropy_branch_points(H16, STEPS6, quantile=0.8, min_gap=4, **common) == [2, 12]
+    # 0.5-quantile: position 2.5 -> τ = .3 + .5·(.5 − .3) = .4 -> C = {2, 4}, earliest first:
+    # step 2 [5,7) accepted, step 4 [12,14) is 12 − 7 = 5 tokens later: kept at min_gap 4 ...
+    assert step_entropy_branch_points(H16, STEPS6, quantile=0.5, min_gap=4, **common) == [5, 12]
+    # ... rejected at min_gap 6, so the fallback adds step 1 (offset 2)
+    assert step_entropy_branch_points(H16, STEPS6, quantile=0.5, min_gap=6, **common) == [2, 5]
+    # the token with the highest entropy (offset 0, 2.0 nats) is never chosen: it is step 0
+    assert select_branch_points("entropy", fci=None, entropies=H16, steps=STEPS6, **common, quantile=0.8,
+                                min_gap=4) == [0, 6]
+
+
+def test_fci_entropy_orders_fci_candidates_by_uncertainty():
+    common = dict(prompt_len=10, n=2, min_start=0)
+    # FCI 0.5-quantile: sorted [0,.1,.4,.45,.5,.8], position 2.5 -> τ = .425 -> C = {1, 3, 4};
+    # by max token entropy u = .3, .1, .9 -> scan order 4, 1, 3
+    # min_gap 4: step 4 [12,14) accepted; step 1 [2,5) ends 7 tokens before it: accepted -> [2, 12]
+    assert fci_entropy_branch_points(FCI6, H16, STEPS6, quantile=0.5, min_gap=4, **common) == [2, 12]
+    # min_gap 8: step 1 (gap 7) and step 3 [7,12) (gap 0) rejected; fallback = remaining steps by u:
+    # step 2 (u = 1.0) -> [5, 12].  ATB (earliest first) instead keeps step 1, rejects 3 and 4, falls back to step 2
+    assert fci_entropy_branch_points(FCI6, H16, STEPS6, quantile=0.5, min_gap=8, **common) == [5, 12]
+    assert fci_branch_points(FCI6, STEPS6, quantile=0.5, min_gap=8, **common) == [2, 5]
+    # the uncertain step 2 (u = 1.0) is not important (FCI .4 < τ): with room for both candidates it is not taken
+    assert fci_entropy_branch_points(FCI6, H16, STEPS6, quantile=0.5, min_gap=0, **common) == [2, 12]
+
+
+def test_fci_entropy_ties_short_responses_and_errors():
+    flat = torch.zeros(16)
+    # equal uncertainty everywhere: earliest candidates first, as ATB (C = {1, 3, 4} at the 0.5-quantile)
+    assert fci_entropy_branch_points(FCI6, flat, STEPS6, prompt_len=0, n=2, quantile=0.5, min_gap=0, min_start=0) == [2, 7]
+    two = [(0, 2), (2, 4)]
+    assert fci_entropy_branch_points(y(0, 1), torch.ones(4), two, prompt_len=0, n=3, min_gap=0, min_start=0) == [2, 2, 2]
+    assert fci_entropy_branch_points(y(0), torch.ones(2), [(0, 2)], prompt_len=0, n=2) == []
+    with pytest.raises(ValueError, match="3 scores but the response has 6 steps"):
+        fci_entropy_branch_points(y(0, 1, 2), H16, STEPS6, prompt_len=0)
+
+
+def test_new_selectors_through_the_dispatcher_and_config():
+    from attnrl_mini.run.config import Config
+    import dataclasses
+    common = dict(steps=STEPS6, prompt_len=10, n=2, quantile=0.5, min_gap=8, min_start=0)
+    assert select_branch_points("step_entropy", fci=None, entropies=H16, **common) == [2, 5]
+    assert select_branch_points("fci_entropy", fci=FCI6, entropies=H16, **common) == [5, 12]
+    with pytest.raises(ValueError, match="needs the response's FCI"):
+        select_branch_points("fci_entropy", fci=None, entropies=H16, **common)
+    with pytest.raises(ValueError, match="needs the response's token entropies"):
+        select_branch_points("step_entropy", fci=FCI6, entropies=None, **common)
+    choices = next(f for f in dataclasses.fields(Config) if f.name == "branch_selector").metadata["choices"]
+    assert set(choices) == set(SELECTORS)

@@ -3,6 +3,8 @@ import json
 import os
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
@@ -44,3 +46,21 @@ def test_smoke_run_writes_the_table_and_plots(tmp_path, capsys):
     assert summary["attnrl"][0]["trained_valid_ratio"] == 1.0         # the zero-advantage filter is on
     assert (tmp_path / "accuracy_vs_tokens.png").stat().st_size > 0
     assert (tmp_path / "accuracy_vs_seconds.png").stat().st_size > 0
+
+
+def test_accuracy_at_exactly_the_budget_interpolates_between_evaluations():
+    curve = [(0, 0.40), (1000, 0.50), (3000, 0.70)]
+    assert compare_methods.accuracy_at_budget(curve, 1000) == 0.50                     # on an evaluation
+    assert compare_methods.accuracy_at_budget(curve, 2000) == pytest.approx(0.60)       # halfway: (0.5 + 0.7) / 2
+    assert compare_methods.accuracy_at_budget(curve, 2500) == pytest.approx(0.65)
+    assert compare_methods.accuracy_at_budget(curve, 3000) == 0.70
+    assert compare_methods.accuracy_at_budget(curve, 3001) is None                      # never reached
+    assert compare_methods.accuracy_at_budget([(0, 0.3), (500, 0.3), (500, 0.5)], 500) == 0.3
+
+
+def test_paired_difference_by_seed():
+    # per-seed differences .02, .04, .00 -> mean .02, std .02, SE .02 / sqrt(3)
+    mean, se, n = compare_methods.paired_difference([0.72, 0.74, 0.70], [0.70, 0.70, 0.70])
+    assert (mean, n) == (pytest.approx(0.02), 3) and se == pytest.approx(0.02 / 3 ** 0.5)
+    assert compare_methods.paired_difference([0.5, None], [0.4, 0.3]) == (pytest.approx(0.1), None, 1)
+    assert compare_methods.paired_difference([None], [0.4]) is None

@@ -8,6 +8,10 @@ Selectors (all return sorted response offsets):
   - entropy      TreeRL: the N highest-entropy token positions
   - first_steps  ablation "w/ first-2-step branching": the starts of steps 1, 2, ...
   - random       a control: starts of random steps
+  - step_entropy DATPO's sentence-level entropy (a step's mean token entropy) in place of FCI, with
+                 ATB's rules (named departure, docs/algorithm.md)
+  - fci_entropy  "important and uncertain": Eq. 7's FCI candidates, most uncertain step first
+                 (named departure, docs/algorithm.md)
   - none         no branching (the GRPO baseline)
 """
 from __future__ import annotations
@@ -148,7 +152,96 @@ def random_branch_points(steps: list[tuple[int, int]], n: int, rng: random.Rando
     return sorted(_fallback_steps(len(steps), [starts[k] for k in ks], starts, n))
 
 
-SELECTORS = ("fci", "entropy", "first_steps", "random", "none")
+def step_entropies(entropies: torch.Tensor, steps: list[tuple[int, int]], reduce: str = "mean") -> torch.Tensor:
+    """[S] one uncertainty per step from the [R] token entropies: the mean (DATPO's sentence-level
+    entropy, H_k = (1/|s_k|) sum_{t in s_k} H_t) or the max (the step's most uncertain token) over
+    the step's tokens [start, end)."""
+    h = entropies.detach().to(torch.float64).reshape(-1)   # [R]
+    if steps and steps[-1][1] > h.numel():
+        raise ValueError(f"steps reach offset {steps[-1][1]} but there are only {h.numel()} token entropies")
+    if reduce not in ("mean", "max"):
+        raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+    if any(end <= start for start, end in steps):
+        raise ValueError(f"every step needs at least one token, got {steps}")
+    return torch.stack([h[a:b].mean() if reduce == "mean" else h[a:b].max() for a, b in steps]) if steps \
+        else torch.zeros(0, dtype=torch.float64)
+
+
+def step_entropy_branch_points(entropies: torch.Tensor, steps: list[tuple[int, int]], prompt_len: int, n: int = 2,
+                               quantile: float = 0.8, min_gap: int = 512, min_start: int = 512) -> list[int]:
+    """DATPO's sentence-level entropy with ATB's rules (a named departure, docs/algorithm.md).
+
+    Rule: score each step by its mean token entropy H_k (`step_entropies`, reduce="mean"), then
+    exactly ATB (`fci_branch_points`) with H in place of the FCI y: candidates H_k >= the
+    `quantile` of H over all steps (step 0 removed), scanned earliest first, the same spacing
+    (min_gap, min_start) and the same fallback (steps 1, 2, ..., then cycling).
+    """
+    return fci_branch_points(step_entropies(entropies, steps, "mean"), steps, prompt_len, n, quantile, min_gap,
+                             min_start)
+
+
+def fci_entropy_branch_points(fci: torch.Tensor, entropies: torch.Tensor, steps: list[tuple[int, int]],
+                              prompt_len: int, n: int = 2, quantile: float = 0.8, min_gap: int = 512,
+                              min_start: int = 512) -> list[int]:
+    """"Important and uncertain" (our design, a named departure, docs/algorithm.md).
+
+    Rule, fixed before it was measured:
+    1. important: the candidates C of Eq. 7 on the FCI (`fci_candidate_steps`: top 20% of FCI,
+       step 0 removed), exactly as ATB;
+    2. uncertain: C is scanned in order of the step's most uncertain token, u_k = max_{t in s_k} H_t
+       (`step_entropies`, reduce="max"), highest first, ties to the earlier step (ATB scans earliest
+       first). The max, not the mean: a live choice is one token (a decision's digit) inside an
+       otherwise copied step, and the mean would dilute it by the step's length;
+    3. ATB's spacing rule (min_gap, min_start) on that scan;
+    4. short of n: the remaining steps 1 .. S-1 in the same u_k order, spacing ignored (ATB's fallback
+       takes steps 1, 2, ... whatever they hold), then cycling with duplicates.
+    Returns n sorted offsets, or [] for a response with fewer than 2 steps.
+    """
+    if fci.numel() != len(steps):
+        raise ValueError(f"fci has {fci.numel()} scores but the response has {len(steps)} steps")
+    if n < 1:
+        raise ValueError(f"n (branch points per response) must be >= 1, got {n}")
+    if len(steps) < 2:
+        return []
+    u = step_entropies(entropies, steps, "max").tolist()                  # [S]
+
+    def by_uncertainty(ks):
+        return sorted(ks, key=lambda k: (-u[k], k))
+
+    starts = [start for start, _ in steps]
+    accepted: list[int] = []
+    for k in by_uncertainty(fci_candidate_steps(fci, quantile)):
+        if len(accepted) == n:
+            break
+        if _far_enough(steps, k, accepted, prompt_len, min_gap, min_start):
+            accepted.append(k)
+    for k in by_uncertainty([k for k in range(1, len(steps)) if k not in accepted]):
+        if len(accepted) == n:
+            break
+        accepted.append(k)
+    offsets = [starts[k] for k in accepted]
+    offsets += [offsets[i % len(offsets)] for i in range(n - len(offsets))]   # fewer steps than n: cycle
+    return sorted(offsets)
+
+
+def _far_enough(steps: list[tuple[int, int]], k: int, accepted: list[int], prompt_len: int, min_gap: int,
+                min_start: int) -> bool:
+    """ATB's spacing test (as in fci_branch_points): step k starts at absolute position >= min_start and
+    lies >= min_gap tokens (end to start, either direction) from every accepted step."""
+    start, end = steps[k]
+    if prompt_len + start < min_start:
+        return False
+    for j in accepted:
+        other_start, other_end = steps[j]
+        if other_start >= end and other_start - end < min_gap:
+            return False
+        if start >= other_end and start - other_end < min_gap:
+            return False
+    return True
+
+
+SELECTORS = ("fci", "entropy", "step_entropy", "fci_entropy", "first_steps", "random", "none")
+NEEDS_FCI = ("fci", "fci_entropy")   # the selectors that read the FCI (the trainer scores it for them)
 
 
 def select_branch_points(selector: str, *, fci: torch.Tensor | None, entropies: torch.Tensor | None,
@@ -158,14 +251,18 @@ def select_branch_points(selector: str, *, fci: torch.Tensor | None, entropies: 
     """One entry point for the trainer: dispatch on `selector` (config.branch_selector)."""
     if selector == "none":
         return []
+    if selector in NEEDS_FCI and fci is None:
+        raise ValueError(f"selector {selector!r} needs the response's FCI scores (fci=None was given)")
+    if selector in ("entropy", "step_entropy", "fci_entropy") and entropies is None:
+        raise ValueError(f"selector {selector!r} needs the response's token entropies (entropies=None was given)")
     if selector == "fci":
-        if fci is None:
-            raise ValueError("selector 'fci' needs the response's FCI scores (fci=None was given)")
         return fci_branch_points(fci, steps, prompt_len, n, quantile, min_gap, min_start)
     if selector == "entropy":
-        if entropies is None:
-            raise ValueError("selector 'entropy' needs the response's token entropies (entropies=None was given)")
         return entropy_branch_points(entropies, n)
+    if selector == "step_entropy":
+        return step_entropy_branch_points(entropies, steps, prompt_len, n, quantile, min_gap, min_start)
+    if selector == "fci_entropy":
+        return fci_entropy_branch_points(fci, entropies, steps, prompt_len, n, quantile, min_gap, min_start)
     if selector == "first_steps":
         return first_step_branch_points(steps, n)
     if selector == "random":
@@ -176,4 +273,5 @@ def select_branch_points(selector: str, *, fci: torch.Tensor | None, entropies: 
 
 
 __all__ = ["fci_candidate_steps", "fci_branch_points", "entropy_branch_points", "first_step_branch_points",
-           "random_branch_points", "select_branch_points", "SELECTORS"]
+           "random_branch_points", "step_entropies", "step_entropy_branch_points", "fci_entropy_branch_points",
+           "select_branch_points", "SELECTORS", "NEEDS_FCI"]

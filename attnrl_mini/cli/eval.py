@@ -36,10 +36,10 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="toy", help="'toy', 'toy-plan', a local model directory or a hub id (default: toy)")
+    p.add_argument("--model", default="toy", help="a built-in world (toy, toy-plan, early, late), a local model directory or a hub id (default: toy)")
     p.add_argument("--adapter", default=None, help="LoRA adapter dir, checkpoint dir, or training run dir")
     p.add_argument("--benchmarks", default=None,
-                   help=f"comma-separated, from {','.join(MATH_BENCHMARKS)},toy,toy-plan "
+                   help=f"comma-separated, from {','.join(MATH_BENCHMARKS)},toy,toy-plan,early,late "
                         "(default: a toy model's own world, the six math sets otherwise)")
     p.add_argument("--k", type=int, default=None, help="samples per problem (default: the paper's K per benchmark; toy 1)")
     p.add_argument("--temperature", type=float, default=None, help="default 0.6 (paper); 1.0 for the toy model")
@@ -128,7 +128,7 @@ def default_max_new_tokens(model_dir: str, is_toy: bool) -> int:
 
 
 def load_benchmark_problems(name: str, limit: int | None):
-    from attnrl_mini.worlds import data
+    from attnrl_mini.worlds import WORLD_NAMES, data
 
     from attnrl_mini.worlds import WORLD_NAMES, get_world
     if name in WORLD_NAMES:
@@ -221,7 +221,7 @@ def main(argv=None) -> dict:
     quiet_libraries(verbose=args.verbose)
     from tqdm import tqdm
 
-    from attnrl_mini.worlds import data
+    from attnrl_mini.worlds import WORLD_NAMES, data
 
     from attnrl_mini.models import policy
     from attnrl_mini.tools.evaluate import evaluate_problems, record_to_json
@@ -234,8 +234,8 @@ def main(argv=None) -> dict:
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks else \
         ([world] if toy else list(MATH_BENCHMARKS))
     for name in benchmarks:
-        if name not in ("toy", "toy-plan") and name not in data.BENCHMARKS:
-            raise SystemExit(f"error: unknown benchmark {name!r}; choose from {', '.join(MATH_BENCHMARKS)}, toy, toy-plan")
+        if name not in WORLD_NAMES and name not in data.BENCHMARKS:
+            raise SystemExit(f"error: unknown benchmark {name!r}; choose from {', '.join(MATH_BENCHMARKS)}, {', '.join(WORLD_NAMES)}")
         if toy and name != world:
             raise SystemExit(f"error: the {world} model only knows the {world} world; it cannot do {name!r}: use --benchmarks "
                              f"{world} or pass --model with a real model")

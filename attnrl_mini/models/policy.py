@@ -38,8 +38,11 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def resolve_model(name: str) -> str:
     """Local directory holding config.json + weights for `name` ("toy", alias, directory or hub id)."""
     from attnrl_mini.worlds import WORLD_NAMES, get_world
-    if name in WORLD_NAMES:   # "toy", "toy-plan"
-        return get_world(name).model_dir
+    if name in WORLD_NAMES:   # the built-in worlds' shipped models
+        world = get_world(name)
+        if not os.path.isfile(os.path.join(world.model_dir, "config.json")):
+            raise ModelNotFoundError(f"the {name!r} world's model is not built yet: run `{world.build}`")
+        return world.model_dir
     if os.path.isdir(name):
         if not os.path.isfile(os.path.join(name, "config.json")):
             raise ModelNotFoundError(f"{name!r} is a directory but has no config.json; "

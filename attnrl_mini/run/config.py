@@ -60,8 +60,10 @@ class Config:
 
     # --- branching (§c, Eq. 7) ---
     branch_selector: str = opt("fci", "where branches fork: fci = ATB (§c), entropy = TreeRL, first_steps, "
-                               "random; none = no tree (GRPO, set by --algo grpo)",
-                               choices=("fci", "entropy", "first_steps", "random", "none"))
+                               "random; step_entropy = a step's mean token entropy with ATB's rules (DATPO), "
+                               "fci_entropy = FCI candidates, most uncertain first (both departures, "
+                               "docs/algorithm.md); none = no tree (GRPO, set by --algo grpo)",
+                               choices=("fci", "entropy", "step_entropy", "fci_entropy", "first_steps", "random", "none"))
     n_branch_points: int = opt(2, "N: branch points per branched response (§c)")
     n_continuations: int = opt(2, "T: continuations sampled from each branch point (§c)")
     fci_delta: int = opt(4, "Δ in Eq. 5: attention from the Δ nearest later steps is ignored in FCI")
@@ -217,6 +219,8 @@ PRESETS["toy-plan"] = {**PRESETS["toy"], **PRESETS["toy-plan"]}
 # 13.4 GiB ≤ 15 GiB. At 3072 it would be 14.5 GiB (0.3 share), too close to the card to promise.
 PRESETS["t4-16gb"] = {**PRESETS["qwen2.5-math-1.5b-24gb"], **dict(
     out="runs/qwen1.5b-t4", dtype="auto", max_response_tokens=2048, gpu_memory_utilization=0.35)}
+# The matched pair (attnrl_mini/worlds/compass/, docs/compass.md): the toy settings, nothing else changed.
+PRESETS.update({w: {**PRESETS["toy"], "model": w, "train_data": w, "out": f"runs/{w}"} for w in ("early", "late")})
 
 # Short names accepted by --model.
 MODEL_ALIASES = {"Qwen2.5-Math-1.5B": "Qwen/Qwen2.5-Math-1.5B", "Qwen2.5-Math-7B": "Qwen/Qwen2.5-Math-7B",

@@ -84,7 +84,7 @@ KEY_MAP = [
     # AttnRL's own switches: the recipe's + keys (docs/algorithm.md §c, §e, §f); upstream GRPO has none
     KeyMap("branch_selector", NO_KEY, "+algorithm.split_criterion",
            value=lambda c: {"fci": "FCI", "entropy": "entropy"}.get(c.branch_selector),
-           note="fci → FCI, entropy → entropy; first_steps and random have no recipe value"),
+           note="fci → FCI, entropy → entropy; first_steps, random, step_entropy and fci_entropy have no recipe value"),
     KeyMap("branch_count_rule", NO_KEY, "+algorithm.mc_diff_type",
            value=lambda c: {"ceil": "exp", "uniform": "uniform"}.get(c.branch_count_rule),
            note="ceil → exp, uniform → uniform; the paper's round has no recipe value"),

@@ -26,6 +26,7 @@ import torch
 
 from attnrl_mini.algorithm.branching import fci_branch_points, fci_candidate_steps
 from attnrl_mini.run.config import make_config
+from attnrl_mini.worlds import WORLD_NAMES
 from attnrl_mini.algorithm.fci import score_responses
 from attnrl_mini.models.policy import load_model, load_tokenizer, resolve_device, resolve_model
 from attnrl_mini.algorithm.steps import newline_token_ids, segment_steps, separator_token_ids, think_end_token_id
@@ -124,8 +125,8 @@ def draw_png(report: dict, path: str) -> None:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="toy", help="'toy', 'toy-plan', a local model directory, or a hub id")
-    ap.add_argument("--world", choices=("toy", "toy-plan"), default=None, help="a built-in world: the same as --model NAME")
+    ap.add_argument("--model", default="toy", help="a built-in world (toy, toy-plan, early, late), a local model directory, or a hub id")
+    ap.add_argument("--world", choices=WORLD_NAMES, default=None, help="a built-in world: the same as --model NAME")
     ap.add_argument("--prompt", default=None, help="problem text (put through the prompt template)")
     ap.add_argument("--trees", default="", help="draw a rollout tree of this run directory's trees.jsonl to --png")
     ap.add_argument("--step", type=int, default=None, help="with --trees: the training step (default: the last)")
@@ -150,7 +151,7 @@ def main(argv=None) -> dict:
     if args.prompt is None:
         ap.error("--prompt is required (or --trees RUN to draw a rollout tree)")
 
-    toy = args.model in ("toy", "toy-plan")          # the built-in worlds; each has a preset of its name
+    toy = args.model in WORLD_NAMES                  # the built-in worlds; each has a preset of its name
     preset = args.model if toy else None
     cfg = make_config(preset)
     model_dir = resolve_model(args.model)

@@ -6,11 +6,14 @@ data, its prompt template (data.py) and the grader (reward.py); `Problem` (probl
 - "toy": multi-step arithmetic whose mistakes are slipped digits (toy/).
 - "toy-plan": an early decision that later steps read back, mistakes are wrong decisions
   (toy_plan/). docs/worlds.md sets the two side by side.
+- "early" / "late": a matched pair from one generator with one switch, where the harmless wording
+  variability sits (before / after two decisions; compass/, docs/compass.md).
 
 Both use the same prompt template (the chat template, no system turn) and the same grader.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -26,21 +29,36 @@ class World:
     model_dir: str                                              # shipped Qwen2ForCausalLM + tokenizer
     train_problems: Callable[..., list[Problem]]                # (n, seed=0) -> never from the test split
     test_problems: Callable[[int], list[Problem]]               # (n) -> the fixed held-out set
-    max_test_problems: int                                      # a larger draw never ends (a level's test split runs out)
+    max_test_problems: int                                      # a larger draw fails (a level's test split runs out)
+    build: str = ""                                             # the command that (re)builds model_dir
 
 
 def _toy() -> World:
     from attnrl_mini.worlds.toy import problems
-    return World("toy", os.path.join(_HERE, "toy", "model"), problems.train_problems, problems.test_problems, 1000)
+    return World("toy", os.path.join(_HERE, "toy", "model"), problems.train_problems, problems.test_problems,
+                 1000, "python -m attnrl_mini.worlds.toy.pretrain")
 
 
 def _toy_plan() -> World:
     from attnrl_mini.worlds.toy_plan import problems
     return World("toy-plan", os.path.join(_HERE, "toy_plan", "model"), problems.train_problems, problems.test_problems,
-                 900)
+                 900, "python -m attnrl_mini.worlds.toy_plan.pretrain")
 
 
-_FACTORIES = {"toy": _toy, "toy-plan": _toy_plan}
+COMPASS_MAX_TEST = 8000   # measured: a draw of 8,000 completes for either placement
+
+
+def _compass(placement: str) -> Callable[[], World]:
+    def factory() -> World:
+        from attnrl_mini.worlds.compass import problems
+        return World(placement, os.path.join(_HERE, "compass", f"model_{placement}"),
+                     functools.partial(problems.train_problems, placement=placement),
+                     functools.partial(problems.test_problems, placement=placement),
+                     COMPASS_MAX_TEST, f"python -m attnrl_mini.worlds.compass.pretrain --placement {placement}")
+    return factory
+
+
+_FACTORIES = {"toy": _toy, "toy-plan": _toy_plan, "early": _compass("early"), "late": _compass("late")}
 WORLD_NAMES = tuple(_FACTORIES)
 
 
@@ -51,7 +69,7 @@ def get_world(name: str) -> World:
 
 
 def run_problems(cfg) -> tuple[list[Problem], list[Problem]]:
-    """A run's training and held-out problems: a built-in world's (cfg.train_data "toy" / "toy-plan"),
+    """A run's training and held-out problems: a built-in world's (cfg.train_data one of WORLD_NAMES),
     or those of the data files (held-out default: MATH-500)."""
     from attnrl_mini.worlds import data
     if cfg.train_data in WORLD_NAMES:

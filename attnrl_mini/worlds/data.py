@@ -193,7 +193,7 @@ def math_prompt(problem_text: str) -> str:
 _warned_no_chat_template = False
 
 
-TOY_SOURCES = ("toy", "toy-plan")   # the built-in worlds' problems use their own prompt template
+TOY_SOURCES = ("toy", "toy-plan", "early", "late")   # the built-in worlds' problems use their own prompt template
 
 
 def prompt_fits(tokenizer, problem: Problem, max_tokens: int) -> bool:

@@ -160,18 +160,30 @@ def train_problems(n: int, seed: int = 0, levels: tuple[int, ...] = LEVELS) -> l
     return draw_train_split(make_problem, is_test_problem, levels, n, seed)
 
 
-# The two split draws, shared with the second world (toy_plan/problems.py).
+# The two split draws, shared with the other worlds (toy_plan/, compass/).
+MAX_MISSES = 200_000
+
+
 def draw_test_split(make: Callable[[random.Random, int], Problem], is_test: Callable[[str], bool],
                     levels: tuple[int, ...], seed: str, n: int) -> list[Problem]:
-    """n distinct problems from the test split, levels interleaved; a fixed draw from `seed`."""
+    """n distinct problems from the test split, levels interleaved; a fixed draw from `seed`.
+
+    A level whose test split is exhausted (toy-plan's holds 232-386 problems per level) is an error,
+    not an endless loop: after MAX_MISSES draws in a row without a new test problem."""
     rng = random.Random(seed)
     problems, seen = [], set()
     while len(problems) < n:
         level = levels[len(problems) % len(levels)]
+        misses = 0
         while True:
             p = make(rng, level)
             if is_test(p.problem) and p.problem not in seen:
                 break
+            misses += 1
+            if misses >= MAX_MISSES:
+                have = sum(q.level == level for q in problems)
+                raise ValueError(f"test split of level {level} seems exhausted at {have} distinct problems "
+                                 f"({MAX_MISSES:,} draws without a new one); asked for {n} problems in all")
         seen.add(p.problem)
         problems.append(p)
     return problems
