@@ -36,7 +36,7 @@ from attnrl_mini.algorithm.steps import newline_token_ids, segment_steps, separa
 from attnrl_mini.algorithm.tree import Continuation, Rollout
 from attnrl_mini.generation import GenRequest, logprob_mismatch
 from attnrl_mini.models import precision
-from attnrl_mini.run.config import Config
+from attnrl_mini.config import Config
 from attnrl_mini.worlds.problem import Problem, ProblemStream
 
 

@@ -41,7 +41,7 @@ import torch
 
 from world_sample import ROOT, decision_step_indices, measure_worlds
 
-from attnrl_mini.run.config import algo_overrides, validate
+from attnrl_mini.config import algo_overrides, validate
 from attnrl_mini.trainer import Trainer
 from attnrl_mini.worlds.reward import Grader
 

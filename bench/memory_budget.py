@@ -51,7 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from attnrl_mini.algorithm import logprobs  # noqa: E402
 from attnrl_mini.models import policy  # noqa: E402
-from attnrl_mini.run.config import make_config  # noqa: E402
+from attnrl_mini.config import make_config  # noqa: E402
 
 GIB = 1024 ** 3
 PHASES = ("fci_forward", "plain_forward", "ref_logprobs", "ppo_update")

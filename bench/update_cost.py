@@ -32,7 +32,7 @@ sys.path.insert(0, HERE)                    # memory_budget's PeakMemory and sha
 import torch  # noqa: E402
 
 from attnrl_mini.algorithm import tree  # noqa: E402
-from attnrl_mini.run.config import make_config  # noqa: E402
+from attnrl_mini.config import make_config  # noqa: E402
 from attnrl_mini.models.policy import add_lora, load_model, load_tokenizer  # noqa: E402
 from attnrl_mini.worlds.toy import TOY_MODEL_DIR  # noqa: E402
 from attnrl_mini.trainer import Trainer  # noqa: E402

@@ -16,7 +16,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from attnrl_mini.run.config import Config, make_config  # noqa: E402
+from attnrl_mini.config import Config, make_config  # noqa: E402
 from attnrl_mini.worlds.data import Problem  # noqa: E402
 from attnrl_mini.algorithm.fci import score_responses  # noqa: E402
 from attnrl_mini.generation import GenRequest  # noqa: E402

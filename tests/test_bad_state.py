@@ -22,7 +22,7 @@ import eval as eval_cli
 import train as train_cli
 from attnrl_mini.run import checkpoint, run_dir
 from attnrl_mini.run.checkpoint import CheckpointError
-from attnrl_mini.run.config import ConfigError, make_config
+from attnrl_mini.config import ConfigError, make_config
 from attnrl_mini.trainer import train
 from stub_vllm import StubServer
 
@@ -436,7 +436,7 @@ def test_defect_9_eval_max_new_tokens_beyond_the_context_is_refused(tmp_path):
 
 
 def test_defect_9_the_largest_seed_runs():
-    from attnrl_mini.run.config import MAX_SEED
+    from attnrl_mini.config import MAX_SEED
     torch.manual_seed(MAX_SEED * 7919 + 2 * 10**6)   # the sampling seed of step 10^6: within torch's range
     torch.Generator().manual_seed(MAX_SEED + 12345)
 

@@ -214,7 +214,7 @@ def test_fci_entropy_ties_short_responses_and_errors():
 
 
 def test_new_selectors_through_the_dispatcher_and_config():
-    from attnrl_mini.run.config import Config
+    from attnrl_mini.config import Config
     import dataclasses
     common = dict(steps=STEPS6, prompt_len=10, n=2, quantile=0.5, min_gap=8, min_start=0)
     assert select_branch_points("step_entropy", fci=None, entropies=H16, **common) == [2, 5]

@@ -15,7 +15,7 @@ from attnrl_mini.worlds import data
 from attnrl_mini.tools import export, export_check
 
 from attnrl_mini.models import policy
-from attnrl_mini.run.config import Config, make_config
+from attnrl_mini.config import Config, make_config
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 PROBLEMS = [

@@ -23,7 +23,7 @@ from attnrl_mini.run import checkpoint, run_dir
 from attnrl_mini.worlds import data
 from attnrl_mini.run.checkpoint import CheckpointError
 from attnrl_mini.run.writes import WriteError
-from attnrl_mini.run.config import Config, ConfigError, make_config, validate
+from attnrl_mini.config import Config, ConfigError, make_config, validate
 from attnrl_mini.run.driver import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -263,7 +263,7 @@ def test_a_missing_gpu_is_a_one_line_error(tmp_path):
 
 
 def test_validate_accepts_every_preset():
-    from attnrl_mini.run.config import PRESETS
+    from attnrl_mini.config import PRESETS
     for preset in PRESETS:
         validate(make_config(preset, train_data=PRESETS[preset].get("train_data", "toy")
                              if preset.startswith("toy") else "toy"))

@@ -12,7 +12,7 @@ import torch
 from attnrl_mini.tools import evaluate
 
 from attnrl_mini.models import policy
-from attnrl_mini.run.config import make_config
+from attnrl_mini.config import make_config
 from attnrl_mini.run.driver import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -4,7 +4,7 @@ import json
 import torch
 
 from attnrl_mini.algorithm.branching import fci_branch_points
-from attnrl_mini.run.config import make_config
+from attnrl_mini.config import make_config
 from attnrl_mini.algorithm.fci import naive_fci
 from attnrl_mini.tools.inspect import main
 from attnrl_mini.models.policy import load_model, load_tokenizer

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attnrl_mini.algorithm import packing, tree
-from attnrl_mini.run.config import make_config
+from attnrl_mini.config import make_config
 from attnrl_mini.algorithm.loss import ppo_loss
 from attnrl_mini.algorithm.logprobs import response_logprobs
 from attnrl_mini.models.policy import add_lora, load_model, load_tokenizer

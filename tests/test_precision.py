@@ -9,7 +9,7 @@ import torch
 
 from attnrl_mini.algorithm import fci
 from attnrl_mini.models import policy, precision
-from attnrl_mini.run.config import make_config
+from attnrl_mini.config import make_config
 
 CUDA = torch.device("cuda", 0)
 

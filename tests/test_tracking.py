@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from attnrl_mini.run.config import make_config
+from attnrl_mini.config import make_config
 from attnrl_mini.run.tracking import TrackerError, parse_report_to, scalars
 from attnrl_mini.run.driver import train
 

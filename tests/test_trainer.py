@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from attnrl_mini import trainer as trainer_mod
-from attnrl_mini.run.config import algo_overrides, make_config
+from attnrl_mini.config import algo_overrides, make_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(prompts_per_step=3, n_initial=4, max_response_tokens=48, eval_problems=8, eval_every=1,

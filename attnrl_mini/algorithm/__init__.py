@@ -4,7 +4,7 @@
     fci.py         Eq. 4-6 Forward Context Influence: step-level attention, Δ-masked column sums, max over
                            heads and layers, exact and query-chunked inside the old-log-prob forward
     fci_triton.py  Eq. 4   the same FCI on a GPU: flash attention + a Triton kernel for the accumulation
-    branching.py   Eq. 7   where to branch: ATB's high-FCI steps (and the baselines' selectors)
+    branching.py   Eq. 7   where to branch: ATB's high-FCI steps (and the baselines' and two further selectors)
     tree.py        Eq. 2-3 rollout trees, Monte-Carlo values, tree advantages, training sequences
     adaptive.py    Eq. 8-10 adaptive sampling: branch counts, attention filter, zero-advantage filter,
                            the prompt-batch controller

@@ -77,7 +77,7 @@ class E2EResult:
 
 def run_part(part: str, length: str = "ci") -> E2EResult:
     """Train the toy model with part `part`'s algorithm and compare with the recorded reference."""
-    from attnrl_mini.run.config import algo_overrides, make_config
+    from attnrl_mini.config import algo_overrides, make_config
     from attnrl_mini.run.driver import train
 
     spec = LENGTHS[length][part]

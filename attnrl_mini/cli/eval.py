@@ -78,7 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--temperature must be >= 0, got {args.temperature}")
     if args.gpu_memory_utilization is not None and not 0 < args.gpu_memory_utilization <= 1:
         p.error(f"--gpu-memory-utilization must be in (0, 1], got {args.gpu_memory_utilization}")
-    from attnrl_mini.run.config import MAX_SEED, unwritable_folder
+    from attnrl_mini.config import MAX_SEED, unwritable_folder
     if not 0 <= args.seed <= MAX_SEED:
         p.error(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
     # the output paths are checked now, not after the whole evaluation
@@ -114,7 +114,7 @@ def toy_world_of(model_arg: str, model_dir: str) -> str | None:
 
 def default_max_new_tokens(model_dir: str, is_toy: bool) -> int:
     """The paper's 32,768, capped by the model's context window minus 1,024 prompt tokens."""
-    from attnrl_mini.run.config import PRESETS
+    from attnrl_mini.config import PRESETS
 
     if is_toy:
         return PRESETS["toy"]["max_response_tokens"]
@@ -316,7 +316,7 @@ def check_eval_limits(longest_prompt: int, max_new_tokens: int, context: int | N
                       explicit: bool) -> None:
     """--max-new-tokens against the model's context, and every sample's tokens against the machine's
     memory (config.BYTES_PER_ROLLOUT_TOKEN each, at full length), before the model is loaded."""
-    from attnrl_mini.run.config import BYTES_PER_ROLLOUT_TOKEN, ConfigError
+    from attnrl_mini.config import BYTES_PER_ROLLOUT_TOKEN, ConfigError
     if context and longest_prompt + max_new_tokens > context:
         what = "--max-new-tokens" if explicit else "the default response budget"
         raise ConfigError(f"{what} {max_new_tokens} + the longest prompt's {longest_prompt} tokens exceed the "

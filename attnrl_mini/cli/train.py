@@ -12,7 +12,7 @@
 Precedence: the paper's defaults (config.py) < the preset < the --algo switches < explicit flags.
 Each flag below shows the value this command line would use next to the paper's default; add
 --model / --preset / --algo before --help to see another preset's values.
-Every field of attnrl_mini.run.config.Config is a flag (--lora-rank 32, --one-step-stale false, ...).
+Every field of attnrl_mini.config.Config is a flag (--lora-rank 32, --one-step-stale false, ...).
 With --resume the run's own config.json replaces all of that, and explicit flags may change only
 how long it runs, how often it evaluates and saves, the learning rate and speed/memory knobs.
 """
@@ -26,7 +26,7 @@ import sys
 import warnings
 
 from attnrl_mini.cli.quiet import quiet_libraries
-from attnrl_mini.run.config import (MAY_CHANGE_ON_RESUME, MODEL_ALIASES, MODEL_PRESETS, PRESETS, Config, algo_overrides,
+from attnrl_mini.config import (MAY_CHANGE_ON_RESUME, MODEL_ALIASES, MODEL_PRESETS, PRESETS, Config, algo_overrides,
                                     check_limits, make_config, validate)
 from attnrl_mini.worlds import WORLD_NAMES
 
@@ -152,7 +152,7 @@ def main(argv=None) -> None:
         from attnrl_mini.run.tracking import parse_report_to
         parse_report_to(cfg.report_to)   # a missing tracker package: before the run directory exists
         from attnrl_mini.run import run_dir
-        from attnrl_mini.run.config import ConfigError
+        from attnrl_mini.config import ConfigError
         lock = run_dir.RunLock(cfg.out, warn=lambda m: print(m, file=sys.stderr))   # also cleans up .tmp files
         if resume and run_dir.has_config(cfg.out):
             cfg = run_dir.resume_config(cfg.out, explicit)   # config.json checked with the command line's rules

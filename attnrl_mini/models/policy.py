@@ -14,7 +14,7 @@ import socket
 import torch
 from torch import nn
 
-from attnrl_mini.run.config import MODEL_ALIASES
+from attnrl_mini.config import MODEL_ALIASES
 
 
 class ModelNotFoundError(RuntimeError):

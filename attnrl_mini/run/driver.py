@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from attnrl_mini.run.config import Config
+from attnrl_mini.config import Config
 from attnrl_mini.trainer import Trainer
 
 
@@ -74,7 +74,7 @@ def _set_up(cfg: Config, resume: bool) -> _Run:
     # release: overlong prompts filtered
     train_problems = [p for p in train_problems if data.prompt_fits(tok, p, cfg.max_prompt_tokens)]
     if not train_problems:   # a ConfigError, so train.py prints one line
-        from attnrl_mini.run.config import ConfigError
+        from attnrl_mini.config import ConfigError
         raise ConfigError(f"--max-prompt-tokens {cfg.max_prompt_tokens}: none of the {n_all} training problems fits")
 
     runlog = RunLog(cfg.out)

@@ -12,7 +12,7 @@ import errno
 import sys
 
 # (module, class): only modules already imported can have raised their error, so none is imported here
-USER_ERRORS = [("attnrl_mini.run.config", "ConfigError"), ("attnrl_mini.worlds.data", "DataError"),
+USER_ERRORS = [("attnrl_mini.config", "ConfigError"), ("attnrl_mini.worlds.data", "DataError"),
                ("attnrl_mini.run.checkpoint", "CheckpointError"), ("attnrl_mini.run.writes", "WriteError"),
                ("attnrl_mini.models.policy", "ModelNotFoundError"), ("attnrl_mini.models.policy", "ModelLoadError"),
                ("attnrl_mini.models.policy", "AdapterError"), ("attnrl_mini.models.policy", "DeviceError"),

@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 
-from attnrl_mini.run.config import MAY_CHANGE_ON_RESUME, Config, ConfigError, flag, validate
+from attnrl_mini.config import MAY_CHANGE_ON_RESUME, Config, ConfigError, flag, validate
 from attnrl_mini.run.writes import remove_quietly, write_error, writing
 
 LOCK_FILE = ".lock"

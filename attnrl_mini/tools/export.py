@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from attnrl_mini import worlds
-from attnrl_mini.run.config import Config
+from attnrl_mini.config import Config
 from attnrl_mini.worlds import WORLD_NAMES
 
 NO_KEY = None

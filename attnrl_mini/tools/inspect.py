@@ -25,7 +25,7 @@ import json
 import torch
 
 from attnrl_mini.algorithm.branching import fci_branch_points, fci_candidate_steps
-from attnrl_mini.run.config import make_config
+from attnrl_mini.config import make_config
 from attnrl_mini.worlds import WORLD_NAMES
 from attnrl_mini.algorithm.fci import score_responses
 from attnrl_mini.models.policy import load_model, load_tokenizer, resolve_device, resolve_model
