@@ -23,7 +23,7 @@ import train as train_cli
 from attnrl_mini.run import checkpoint, run_dir
 from attnrl_mini.run.checkpoint import CheckpointError
 from attnrl_mini.config import ConfigError, make_config
-from attnrl_mini.trainer import train
+from attnrl_mini.run.driver import train
 from stub_vllm import StubServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
