@@ -197,6 +197,7 @@ def fci_entropy_branch_points(fci: torch.Tensor, entropies: torch.Tensor, steps:
        takes steps 1, 2, ... whatever they hold), then cycling with duplicates.
     Returns n sorted offsets, or [] for a response with fewer than 2 steps.
     """
+    # BEGIN REFERENCE C5
     if fci.numel() != len(steps):
         raise ValueError(f"fci has {fci.numel()} scores but the response has {len(steps)} steps")
     if n < 1:
@@ -222,12 +223,14 @@ def fci_entropy_branch_points(fci: torch.Tensor, entropies: torch.Tensor, steps:
     offsets = [starts[k] for k in accepted]
     offsets += [offsets[i % len(offsets)] for i in range(n - len(offsets))]   # fewer steps than n: cycle
     return sorted(offsets)
+    # END REFERENCE C5
 
 
 def _far_enough(steps: list[tuple[int, int]], k: int, accepted: list[int], prompt_len: int, min_gap: int,
                 min_start: int) -> bool:
     """ATB's spacing test (as in fci_branch_points): step k starts at absolute position >= min_start and
     lies >= min_gap tokens (end to start, either direction) from every accepted step."""
+    # BEGIN REFERENCE C5
     start, end = steps[k]
     if prompt_len + start < min_start:
         return False
@@ -238,6 +241,7 @@ def _far_enough(steps: list[tuple[int, int]], k: int, accepted: list[int], promp
         if start >= other_end and start - other_end < min_gap:
             return False
     return True
+    # END REFERENCE C5
 
 
 SELECTORS = ("fci", "entropy", "step_entropy", "fci_entropy", "first_steps", "random", "none")

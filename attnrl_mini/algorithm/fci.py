@@ -60,8 +60,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from attnrl_mini.algorithm.logprobs import token_logprobs_from_hidden
-from attnrl_mini.algorithm.logprobs import decoder_and_head
+from attnrl_mini.algorithm.logprobs import decoder_and_head, response_positions, token_logprobs_from_hidden
 
 FCI_ATTENTION = "attnrl_fci"   # the name our attention function is registered under
 FCI_KERNELS = ("auto", "torch", "triton")   # see FCIContext.kernel and two_pass_kernel()
@@ -439,12 +438,9 @@ def score_responses(model, prompts: list[list[int]], responses: list[list[int]],
                 hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                  position_ids=batch.position_ids, use_cache=False,
                                  **forward_kwargs).last_hidden_state                     # [B, T, D]
-                # hidden at position t predicts token t+1: response token j of row b is predicted
-                # from position pad + P + j - 1
-                T = hidden.shape[1]
-                picks = [hidden[b, T - len(responses[i]) - 1:T - 1] for b, i in enumerate(rows)]
-                targets = torch.cat([torch.tensor(responses[i], dtype=torch.long) for i in rows]).to(device)
-                logp, ent = token_logprobs_from_hidden(torch.cat(picks), lm_head, targets,
+                h, targets, valid = response_positions(hidden, batch.input_ids, [responses[i] for i in rows])
+                # only the real response tokens, row after row: [sum R_b, D] and [sum R_b]
+                logp, ent = token_logprobs_from_hidden(h[valid], lm_head, targets[valid],
                                                        chunk=logprob_chunk, with_entropy=True)
                 logp, ent = logp.float().cpu(), ent.float().cpu()
                 start = 0

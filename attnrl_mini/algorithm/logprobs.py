@@ -95,6 +95,28 @@ def pad_batch(prompts: list[list[int]], responses: list[list[int]], pad_id: int,
     return ids.to(device), mask.to(device), L
 
 
+def response_positions(hidden: torch.Tensor, ids: torch.Tensor, responses: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which hidden state scores which response token, in a batch of left-padded prompt+response rows.
+
+    hidden [B, L, D] and ids [B, L] are the padded rows; responses[i] is the response ending row i.
+    Returns (h [B, R_max, D], targets [B, R_max], valid [B, R_max] bool): h[i, c] is the hidden state
+    that predicts targets[i, c]; the responses come out right-aligned (response token j of row i at
+    column R_max - R_i + j) and valid is False on the left padding. `response_logprobs` and
+    `fci.score_responses` both read the response tokens' log-probs through this one function.
+    """
+    L = ids.shape[1]
+    # BEGIN SOLUTION A2
+    R = max(len(r) for r in responses)
+    # hidden at position t predicts token t+1: the R response tokens are predicted from positions L-R-1 .. L-2
+    h = hidden[:, L - R - 1:L - 1, :]                                    # [B, R, D]
+    targets = ids[:, L - R:]                                             # [B, R]
+    valid = torch.zeros(targets.shape, dtype=torch.bool, device=targets.device)
+    for i, r in enumerate(responses):
+        valid[i, R - len(r):] = True
+    return h, targets, valid
+    # END SOLUTION A2
+
+
 def response_logprobs(model: nn.Module, prompts: list[list[int]], responses: list[list[int]],
                       pad_id: int, chunk: int = 1024) -> torch.Tensor:
     """log π(response token | prefix) for a batch, as a right-aligned [B, R_max] tensor (0 on padding).
@@ -107,15 +129,6 @@ def response_logprobs(model: nn.Module, prompts: list[list[int]], responses: lis
     decoder, head = decoder_and_head(model)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=position_ids).last_hidden_state  # [B, L, D]
-    # BEGIN SOLUTION A2
-    R = max(len(r) for r in responses)
-    # hidden at position t predicts token t+1: the R response tokens are predicted from positions L-R-1 .. L-2
-    h = hidden[:, L - R - 1:L - 1, :]                                    # [B, R, D]
-    targets = ids[:, L - R:]                                             # [B, R]
+    h, targets, valid = response_positions(hidden, ids, responses)     # [B, R, D], [B, R], [B, R]
     logp, _ = token_logprobs_from_hidden(h.reshape(-1, h.shape[-1]), head, targets.reshape(-1), chunk=chunk)
-    logp = logp.view(len(responses), R)
-    valid = torch.zeros_like(logp, dtype=torch.bool)
-    for i, r in enumerate(responses):
-        valid[i, R - len(r):] = True
-    return logp.masked_fill(~valid, 0.0)
-    # END SOLUTION A2
+    return logp.view(valid.shape).masked_fill(~valid, 0.0)

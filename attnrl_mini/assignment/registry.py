@@ -64,11 +64,12 @@ EXERCISES: list[Exercise] = [
              ("test_a1_logprobs_and_entropy_by_hand", "test_a1_gradient_path_matches"),
              "Apply the LM head to one chunk of hidden states, take an fp32 log-softmax over the vocabulary, "
              "pick log π(target) and, when asked, the entropy H = -Σ_v π(v) log π(v) of the full distribution."),
-    Exercise("A2", "response log-probs of a left-padded batch", "attnrl_mini.algorithm.logprobs", "response_logprobs", 5, "",
+    Exercise("A2", "response log-probs of a left-padded batch", "attnrl_mini.algorithm.logprobs", "response_positions", 5, "",
              "§g", ("test_a2_response_logprobs_against_full_logits", "test_a2_longest_response_not_first"),
-             "Given the decoder's hidden states of left-padded prompt+response rows, return log π of every "
-             "response token, right-aligned in a [B, R_max] tensor with 0 on padding. The hidden state at "
-             "position t predicts token t+1: get the shift right.",
+             "Given the decoder's hidden states of left-padded prompt+response rows, pair every response "
+             "token with the hidden state that predicts it, right-aligned in [B, R_max] with a mask that is "
+             "False on padding (response_logprobs and fci.score_responses score the tokens from these). "
+             "The hidden state at position t predicts token t+1: get the shift right.",
              depends_on=("A1",)),
     Exercise("A3", "group-normalised advantages (GRPO, Dr. GRPO)", "attnrl_mini.algorithm.tree", "grpo_advantages", 5,
              "GRPO advantage", "§d",
