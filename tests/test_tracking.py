@@ -163,8 +163,11 @@ def test_trackio_local_database_gets_each_step_once_across_a_resume(tmp_path):
     flags = ["--prompts-per-step", "2", "--n-initial", "4", "--max-response-tokens", "48", "--eval-problems", "2",
              "--eval-every", "1", "--save-every", "1", "--mini-batch-sequences", "16", "--threads", "1",
              "--one-step-stale", "false", "--generator", "hf", "--report-to", "trackio"]
-    train_py = lambda *args: subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env,  # noqa: E731
-                                            capture_output=True, text=True, check=True)
+
+    def train_py(*args: str) -> None:
+        done = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
     out = tmp_path / "run"
     train_py("--out", str(out), "--steps", "2", *flags)
     shutil.rmtree(out / "checkpoints" / "step_000002")    # the resume redoes step 2, then runs step 3
