@@ -1,8 +1,6 @@
-"""--report-to: TensorBoard event files and W&B's offline run files hold the same scalars as
-metrics.jsonl, each step once, also across a --resume that redoes steps; a tracker whose package is
-missing is refused in one line before the run writes anything. (trackio is not installed: trackio
-0.43.0 requires pillow < 13 and would downgrade the pinned stack's pillow, so only its missing-package
-error is tested.)"""
+"""--report-to: TensorBoard event files, W&B's offline run files and trackio's local SQLite database
+hold the same scalars as metrics.jsonl, each step once, also across a --resume that redoes steps; a
+tracker whose package is missing is refused in one line before the run writes anything."""
 from __future__ import annotations
 
 import collections
@@ -10,6 +8,7 @@ import glob
 import json
 import os
 import shutil
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -144,3 +143,50 @@ def test_wandb_offline_and_tensorboard_get_each_step_once_across_a_resume(tmp_pa
         steps = [e.step for e in acc.Scalars(tag)]
         assert len(steps) == len(set(steps)), (tag, steps)   # no step sent twice
         assert set(steps) == {s for s, r in records.items() if tag in r}, tag
+
+
+def trackio_rows(db: str) -> list[tuple[str, str, int, dict]]:
+    """(run id, run name, step, metrics) of each row of trackio's local database, in the order logged:
+    table `metrics`, one JSON object per trackio.log call (trackio 0.43)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        rows = con.execute("SELECT run_id, run_name, step, metrics FROM metrics ORDER BY id").fetchall()
+    return [(run_id, name, step, json.loads(metrics)) for run_id, name, step, metrics in rows]
+
+
+def test_trackio_local_database_gets_each_step_once_across_a_resume(tmp_path):
+    pytest.importorskip("trackio", reason="trackio is not installed (requirements.txt pins it)")
+    # trackio reads TRACKIO_DIR when imported, so the runs are separate processes (train.py) with their own
+    # environment: the database in tmp_path, never the user's ~/.cache, no Space, no server, no network
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TRACKIO_SPACE_ID", "TRACKIO_SERVER_URL", "TRACKIO_PROJECT", "HF_TOKEN")}
+    env.update(TRACKIO_DIR=str(tmp_path / "trackio"), HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    flags = ["--prompts-per-step", "2", "--n-initial", "4", "--max-response-tokens", "48", "--eval-problems", "2",
+             "--eval-every", "1", "--save-every", "1", "--mini-batch-sequences", "16", "--threads", "1",
+             "--one-step-stale", "false", "--generator", "hf", "--report-to", "trackio"]
+
+    def train_py(*args: str) -> None:
+        done = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    out = tmp_path / "run"
+    train_py("--out", str(out), "--steps", "2", *flags)
+    shutil.rmtree(out / "checkpoints" / "step_000002")    # the resume redoes step 2, then runs step 3
+    train_py("--out", str(out), "--resume", "--steps", "3")
+    other = tmp_path / "other" / "run"                    # a new run directory of the same name
+    train_py("--out", str(other), "--steps", "1", *flags)
+
+    rows = trackio_rows(str(tmp_path / "trackio" / "attnrl-mini.db"))
+    assert not os.path.exists(tmp_path / "hf" / "trackio")
+    run_ids = list(dict.fromkeys(run_id for run_id, *_ in rows))
+    assert len(run_ids) == 2 and {name for _, name, *_ in rows} == {"run"}   # the resume continued its run
+    for run_id, run_dir, steps in ((run_ids[0], out, [0, 1, 2, 3]), (run_ids[1], other, [0, 1])):
+        with open(run_dir / "metrics.jsonl") as f:
+            records = {r["step"]: r for r in map(json.loads, f)}
+        assert sorted(records) == steps
+        logged = [(step, metrics) for rid, _, step, metrics in rows if rid == run_id]
+        assert collections.Counter(step for step, _ in logged) == {s: 1 for s in steps}   # each step once
+        for step, metrics in logged:      # seconds*: timing, differs between the sessions of a redone step
+            expected = {k: v for k, v in scalars(records[step]).items() if k != "step" and not k.startswith("seconds")}
+            got = {k: v for k, v in metrics.items() if not k.startswith("seconds")}
+            assert got == pytest.approx(expected, rel=1e-9, abs=1e-12), step
+        assert "eval_accuracy" in logged[0][1] and "branch_stats/n" in logged[1][1]

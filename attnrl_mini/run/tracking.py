@@ -3,12 +3,15 @@ dashboards people already watch. metrics.jsonl stays the source of truth.
 
 Each tracker's package is imported only when asked for. Every numeric field of a metrics record is
 logged as a scalar at its step (nested dicts flattened: branch_stats/n); None and strings are left
-out; the step's one-line summary is logged as text. Credentials come only from the environment
-(WANDB_API_KEY, HF_TOKEN, ...): nothing here takes or writes one. Offline: TensorBoard writes event
-files to OUT/tensorboard; W&B runs in offline mode (files in OUT/wandb) unless WANDB_API_KEY or
-WANDB_MODE is set; trackio keeps its local database unless TRACKIO_SPACE_ID is set.
-A resumed run continues the same W&B run (its id is kept in OUT/wandb/attnrl_run_id), and the steps it
-redoes after the checkpoint are not sent again (RunLog.tracked_through): each step reaches a tracker once.
+out; the step's one-line summary is logged as text (TensorBoard, W&B). Credentials come only from the
+environment (WANDB_API_KEY, HF_TOKEN, ...): nothing here takes or writes one. Offline: TensorBoard
+writes event files to OUT/tensorboard; W&B runs in offline mode (files in OUT/wandb) unless
+WANDB_API_KEY or WANDB_MODE is set; trackio writes its local SQLite database (PROJECT.db in
+$TRACKIO_DIR, default $HF_HOME/trackio) unless TRACKIO_SPACE_ID or TRACKIO_SERVER_URL is set; its
+run is named after OUT.
+A resumed run continues the same W&B run (its id is kept in OUT/wandb/attnrl_run_id) and the same trackio
+run (OUT/trackio_run_name marks that this run directory started one), and the steps it redoes after the
+checkpoint are not sent again (RunLog.tracked_through): each step reaches a tracker once.
 """
 from __future__ import annotations
 
@@ -48,17 +51,16 @@ def scalars(record: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def _wandb_run_id(out_dir: str) -> str:
-    """The run directory's W&B run id: made at the first start, read back on --resume."""
-    path = os.path.join(out_dir, "wandb", "attnrl_run_id")
+def _kept_run_id(path: str, new_id: str) -> tuple[str, bool]:
+    """A tracker's run id for this run directory: `new_id`, written to `path` at the first start; on
+    --resume the one read back. Returns (id, whether it was read back)."""
     if os.path.exists(path):
         with open(path) as f:
-            return f.read().strip()
-    run_id = secrets.token_hex(4)   # W&B's ids are 8 lowercase alphanumerics
+            return f.read().strip(), True
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        f.write(run_id)
-    return run_id
+        f.write(new_id)
+    return new_id, False
 
 
 class Trackers:
@@ -74,13 +76,19 @@ class Trackers:
             elif name == "wandb":
                 import wandb
                 offline = not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE"))
+                run_id, _ = _kept_run_id(os.path.join(out_dir, "wandb", "attnrl_run_id"),
+                                         secrets.token_hex(4))   # W&B's ids are 8 lowercase alphanumerics
                 run = wandb.init(project=os.environ.get("WANDB_PROJECT", "attnrl-mini"), name=run_name,
                                  dir=out_dir, config=config, mode="offline" if offline else None,
-                                 id=_wandb_run_id(out_dir), resume="allow")
+                                 id=run_id, resume="allow")
                 self.runs.append(("wandb", run))
             elif name == "trackio":
                 import trackio
-                trackio.init(project=os.environ.get("TRACKIO_PROJECT", "attnrl-mini"), name=run_name, config=config)
+                # trackio resumes by name (the latest run of it): only when this directory started one,
+                # so a new run directory that shares a name with an older run gets a run of its own
+                trackio_name, resumed = _kept_run_id(os.path.join(out_dir, "trackio_run_name"), run_name)
+                trackio.init(project=os.environ.get("TRACKIO_PROJECT", "attnrl-mini"), name=trackio_name,
+                             config=config, resume="allow" if resumed else "never")
                 self.runs.append(("trackio", trackio))
 
     def log(self, record: dict, summary: str = "") -> None:
@@ -96,8 +104,8 @@ class Trackers:
                 run.log(values, step=step)
                 if summary:
                     run.summary["step_summary"] = summary
-            else:
-                run.log(values, step=step)
+            else:   # trackio: "step" is a reserved key (it would be renamed to "__step")
+                run.log({k: v for k, v in values.items() if k != "step"}, step=step)
 
     def close(self) -> None:
         for kind, run in self.runs:
