@@ -121,6 +121,7 @@ def make_setup(label: str, train_argv: list[str], n_prompts: int, seed: int) -> 
     import train
     from attnrl_mini.generation import make_generator
     from attnrl_mini.models import policy
+    from attnrl_mini.models.precision import resolve_dtype
     from attnrl_mini.worlds import WORLD_NAMES, data, run_problems
     cfg, _ = train.parse_args(train_argv + ["--seed", str(seed)])
     validate(cfg)
@@ -129,6 +130,7 @@ def make_setup(label: str, train_argv: list[str], n_prompts: int, seed: int) -> 
     model_dir = policy.resolve_model(cfg.model)
     tok = policy.load_tokenizer(model_dir)
     device = policy.resolve_device(cfg.device)
+    cfg = dataclasses.replace(cfg, dtype=resolve_dtype(cfg.dtype, device))   # auto -> this device's dtype
     model = policy.load_model(model_dir, dtype=cfg.dtype, device=device, load_in_4bit=cfg.load_in_4bit).eval()
     model = policy.add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules)
     generator = make_generator(

@@ -92,9 +92,9 @@ def test_inspect_report_explains_its_fields():
 
 
 def test_grade_table_prints_full_exercise_titles():
-    from attnrl_mini.assignment.grade import ExerciseScore, table
+    from attnrl_mini.assignment.grade import ExerciseScore, Graded, table
     title = "the exact chunked FCI attention with a title well over fifty characters long"
-    rows = table([ExerciseScore("C10", title, 15.0)]).splitlines()
+    rows = table(Graded("student", [ExerciseScore("C10", title, 15.0)], refused=[])).splitlines()
     assert title in rows[1] and rows[1].endswith("0/15")
 
 

@@ -13,7 +13,7 @@ import pytest
 from attnrl_mini.worlds.reward import (Grader, decide_without_math_verify, extract_boxed, gold_answers, is_correct,
                                 last_boxed, math_verify_equal, normalize_answer)
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "attnrl_mini" / "data"
 BENCHMARK_FILES = ["math500", "aime24", "aime25", "amc23", "minerva", "olympiad"]
 
 # ------------------------------------------------------------------------------------------------

@@ -90,6 +90,8 @@ class SmallQwen2:
                 or cfg.hidden_act != "silu" or any(t != "full_attention" for t in (cfg.layer_types or [])):
             return None
         decoder = inner.model
+        if decoder.config._attn_implementation not in ("sdpa", "eager"):   # a hook (disruption, FCI) decides
+            return None                                                   # what attention computes: keep it
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         layers = []
         for layer in decoder.layers:
