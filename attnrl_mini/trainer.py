@@ -185,7 +185,7 @@ class Trainer:
 
     def _step_metrics(self, batch: Batch, comps, seqs, n_built: int, n_valid: int, update_stats: dict,
                       secs: dict[str, float]) -> dict:
-        """One metrics.jsonl record (README "Using it" lists the fields)."""
+        """One metrics.jsonl record (docs/usage.md lists the fields)."""
         accs = [g.accuracy for g in batch.groups]
         cont_rewards = [x for g in batch.groups for x in g.continuation_rewards]
         return {
