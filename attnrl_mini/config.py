@@ -181,37 +181,23 @@ PRESETS: dict[str, dict] = {
         eval_every=25, eval_problems=500, eval_temperature=0.6, save_every=10,
         fci_query_chunk=1024,
     ),
-    # The paper's model, DeepSeek-R1-Distill-Qwen-1.5B, at the paper's 8k responses on one 24 GB GPU.
-    # Sized from the Qwen2.5-Math-1.5B measurements in docs/performance.md (the same 28x1536 Qwen2 with
-    # a separate 0.43 GiB output layer), not yet measured itself: docs/models.md gives the derivation.
-    "r1-distill-qwen-1.5b-24gb": dict(
-        model="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", train_data="dapo_math_train",
-        out="runs/r1-distill-1.5b", steps=500, dtype="bfloat16", device="cuda",
-        max_prompt_tokens=1024, max_response_tokens=8192,
-        min_branch_gap=512, min_branch_start=512,
-        prompts_per_step=16, target_sequences=16 * 6 * 5, max_prompts_per_step=64,
-        mini_batch_sequences=48, micro_batch_tokens=9216, logprob_chunk_tokens=512,   # one 1024 + 8192 row
-        score_batch_size=2, fci_query_chunk=1024,      # 2 x 9216 tokens per scoring forward (8 x 4096 measured)
-        lr=1e-5, kl_coef=0.001, lora_rank=32, lora_alpha=64,
-        gradient_checkpointing=True, gpu_memory_utilization=0.4, vllm_sleep=False,   # KV cache for 8k responses
-        eval_every=25, eval_problems=100, eval_temperature=0.6, save_every=10,
-    ),
-    # Qwen3-1.7B (hybrid thinking, thinking on) on one 24 GB GPU: 4k responses; derivation in docs/models.md.
-    "qwen3-1.7b-24gb": dict(
-        model="Qwen/Qwen3-1.7B", train_data="dapo_math_train", out="runs/qwen3-1.7b",
-        steps=500, dtype="bfloat16", device="cuda",
-        max_prompt_tokens=1024, max_response_tokens=4096,
-        min_branch_gap=512, min_branch_start=512,
-        prompts_per_step=16, target_sequences=16 * 6 * 5, max_prompts_per_step=64,
-        mini_batch_sequences=48, micro_batch_tokens=8192, logprob_chunk_tokens=512,
-        score_batch_size=4, fci_query_chunk=1024,      # 4 x 5120 tokens per scoring forward
-        lr=1e-5, kl_coef=0.001, lora_rank=32, lora_alpha=64,
-        gradient_checkpointing=True, gpu_memory_utilization=0.4, vllm_sleep=False,
-        eval_every=25, eval_problems=100, eval_temperature=0.6, save_every=10,
-    ),
 }
 
 PRESETS["toy-plan"] = {**PRESETS["toy"], **PRESETS["toy-plan"]}
+# The paper's model, DeepSeek-R1-Distill-Qwen-1.5B, at the paper's 8k responses on one 24 GB GPU.
+# Sized from the Qwen2.5-Math-1.5B measurements in docs/performance.md (the same 28x1536 Qwen2 with
+# a separate 0.43 GiB output layer), not yet measured itself: docs/models.md gives the derivation.
+PRESETS["r1-distill-qwen-1.5b-24gb"] = {**PRESETS["qwen2.5-math-1.5b-24gb"], **dict(
+    model="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", out="runs/r1-distill-1.5b", max_response_tokens=8192,
+    micro_batch_tokens=9216,                       # one 1024 + 8192 row
+    score_batch_size=2,                            # 2 x 9216 tokens per scoring forward (8 x 4096 measured)
+    gpu_memory_utilization=0.4,                    # KV cache for 8k responses
+    eval_problems=100)}
+# Qwen3-1.7B (hybrid thinking, thinking on) on one 24 GB GPU: 4k responses; derivation in docs/models.md.
+PRESETS["qwen3-1.7b-24gb"] = {**PRESETS["qwen2.5-math-1.5b-24gb"], **dict(
+    model="Qwen/Qwen3-1.7B", out="runs/qwen3-1.7b", max_response_tokens=4096,
+    score_batch_size=4,                            # 4 x 5120 tokens per scoring forward
+    gpu_memory_utilization=0.4, eval_problems=100)}
 # Qwen2.5-Math-1.5B on one 16 GB card (Colab's T4: compute capability 7.5, no bf16, so fp16 with loss
 # scaling; bf16 on a 16 GB Ampere+ card). Derived, not measured on a T4 (docs/scaling.md): the
 # 24 GB preset's measured trainer total (reserved + CUDA context) is 8.13 GiB at 2048 response

@@ -256,5 +256,19 @@ def main(argv=None) -> None:
     print(f"wrote {path}")
 
 
+def reasoning_family_main(argv, description: str, architecture: str, build_tokenizer_dir,
+                          build_tiny_model_dir) -> None:
+    """The command line of r1_distill.py and qwen3.py: a tokenizer folder, or a tiny model nudged to think."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out_dir")
+    p.add_argument("--tiny-model", action="store_true",
+                   help=f"also save a random tiny {architecture} of the real vocab shape")
+    p.add_argument("--think-sft-steps", type=int, default=0, help="with --tiny-model: SFT steps on synthetic traces")
+    args = p.parse_args(argv)
+    path = (build_tiny_model_dir(args.out_dir, think_sft_steps=args.think_sft_steps) if args.tiny_model
+            else build_tokenizer_dir(args.out_dir))
+    print(f"wrote {path}")
+
+
 if __name__ == "__main__":
     main()

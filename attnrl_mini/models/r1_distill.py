@@ -29,10 +29,10 @@ Sources of these facts (data only, no code copied), checked again in tests/test_
 """
 from __future__ import annotations
 
-import argparse
 import os
 
-from attnrl_mini.models.qwen25 import N_BPE, OUTPUT_ROWS, tiny_dims, write_tokenizer_dir
+from attnrl_mini.models.qwen25 import (N_BPE, OUTPUT_ROWS, reasoning_family_main, tiny_dims,
+                                      write_tokenizer_dir)
 
 BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
 ADDED_TOKENS = [
@@ -116,14 +116,7 @@ def build_tiny_model_dir(out_dir: str | os.PathLike, *, hidden_size: int = 64, n
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("out_dir")
-    p.add_argument("--tiny-model", action="store_true", help="also save a random tiny Qwen2 of the real vocab shape")
-    p.add_argument("--think-sft-steps", type=int, default=0, help="with --tiny-model: SFT steps on synthetic traces")
-    args = p.parse_args(argv)
-    path = (build_tiny_model_dir(args.out_dir, think_sft_steps=args.think_sft_steps) if args.tiny_model
-            else build_tokenizer_dir(args.out_dir))
-    print(f"wrote {path}")
+    reasoning_family_main(argv, __doc__, "Qwen2", build_tokenizer_dir, build_tiny_model_dir)
 
 
 if __name__ == "__main__":
