@@ -28,7 +28,8 @@ class Config:
     algo: str = opt("attnrl", "the method (docs/algorithm.md §h): its switches are applied before explicit flags",
                     choices=("attnrl", "treerl", "grpo"))
     steps: int = opt(100, "training steps (policy updates); may grow on --resume to extend a finished run")
-    max_generated_tokens: int = opt(0, "stop early once this many tokens were generated (0 = no cap)")
+    max_generated_tokens: int = opt(0, "stop early once this many tokens were generated (0 = no cap); the held-out "
+                                    "evaluation also runs at the step before the one that probably crosses it")
     seed: int = opt(0, "seed of the data order, sampling and branch choices")
     out: str = opt("runs/toy", "run directory: metrics.jsonl, trees.jsonl, config.json, checkpoints/")
     device: str = opt("auto", "where the trainer runs (auto = cuda when visible)", choices=("auto", "cpu", "cuda"))

@@ -235,7 +235,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     args.extra = [a for a in args.extra if a != "--"]
     if args.smoke:
-        args.methods, args.seeds, args.budget, args.max_steps = "grpo,attnrl", "0", 3000, 3
+        args.methods, args.seeds, args.budget, args.max_steps = "grpo,attnrl", "0", 1000, 3
         args.eval_every, args.eval_problems, args.parallel = 2, 16, 1
         args.extra += ["--prompts-per-step", "4", "--n-initial", "4", "--max-response-tokens", "48"]
     methods = [m for m in args.methods.split(",") if m]

@@ -40,6 +40,8 @@ def test_smoke_run_writes_the_table_and_plots(tmp_path, capsys):
         (run,) = summary[method]
         assert run["steps"] >= 1 and run["generated_tokens"] > 0
         assert 0.0 <= run["final_eval"] <= 1.0
+        tokens = [t for t, _ in run["curve_tokens"]]     # the budget is bracketed by two evaluations
+        assert tokens[-1] >= 1000 > tokens[-2]
     assert summary["attnrl"][0]["branch_at_step_start"] is not None   # AttnRL branches at step starts
     assert summary["grpo"][0]["branch_at_step_start"] is None          # GRPO never branches
     assert 0.0 <= summary["attnrl"][0]["branch_mixed_outcome"] <= 1.0
@@ -64,3 +66,17 @@ def test_paired_difference_by_seed():
     assert (mean, n) == (pytest.approx(0.02), 3) and se == pytest.approx(0.02 / 3 ** 0.5)
     assert compare_methods.paired_difference([0.5, None], [0.4, 0.3]) == (pytest.approx(0.1), None, 1)
     assert compare_methods.paired_difference([None], [0.4]) is None
+
+
+def test_the_step_before_the_budget_is_crossed_is_evaluated_too():
+    """Budget 1000 tokens; this step generated 300. At 500 spent, 500 + 1.5*300 = 950 < 1000: not yet.
+    At 600, 600 + 450 = 1050 >= 1000: the next step probably crosses, so evaluate now. At 1000 the
+    budget is spent (that step is evaluated by the budget rule itself). No budget: never."""
+    from types import SimpleNamespace
+    from attnrl_mini.run.driver import _budget_near
+    cfg = SimpleNamespace(max_generated_tokens=1000)
+    step = {"generated_tokens": 300}
+    assert not _budget_near(cfg, SimpleNamespace(cumulative_tokens=500), step)
+    assert _budget_near(cfg, SimpleNamespace(cumulative_tokens=600), step)
+    assert not _budget_near(cfg, SimpleNamespace(cumulative_tokens=1000), step)
+    assert not _budget_near(SimpleNamespace(max_generated_tokens=0), SimpleNamespace(cumulative_tokens=600), step)

@@ -175,7 +175,7 @@ def _loop(run: _Run) -> list[dict]:
         metrics = trainer.train_step()
         m = metrics["step"]
         budget_spent = bool(cfg.max_generated_tokens) and trainer.cumulative_tokens >= cfg.max_generated_tokens
-        if m % cfg.eval_every == 0 or m == cfg.steps or budget_spent:
+        if m % cfg.eval_every == 0 or m == cfg.steps or budget_spent or _budget_near(cfg, trainer, metrics):
             te = time.time()
             metrics["eval_accuracy"] = run.held_out_eval()
             metrics["seconds_eval"] = round(time.time() - te, 3)
@@ -195,6 +195,16 @@ def _loop(run: _Run) -> list[dict]:
             break
     runlog.plot()
     return history
+
+
+def _budget_near(cfg, trainer, metrics: dict) -> bool:
+    """True at a step after which the next one will probably spend the token budget (this step's tokens,
+    with a 1.5x margin, would cross it): evaluating here as well as at the step that crosses the budget
+    brackets the budget by two evaluations at most about one step apart, so accuracy AT the budget can
+    be interpolated (bench/compare_methods.py) without evaluating every step."""
+    if not cfg.max_generated_tokens or trainer.cumulative_tokens >= cfg.max_generated_tokens:
+        return False
+    return trainer.cumulative_tokens + 1.5 * metrics.get("generated_tokens", 0) >= cfg.max_generated_tokens
 
 
 def _summary_line(m: dict) -> str:
