@@ -126,6 +126,7 @@ class Config:
     fast_sampler: bool = opt(True, "hf generator, small Qwen2 models (the toy worlds): sample with the written-out "
                              "forward of generation/small_qwen2.py (same distribution; the last float bits differ)")
     vllm_url: str = opt("", "use a vLLM server you started (http://host:port) instead of a sidecar")
+    vllm_connect_timeout: float = opt(30.0, "seconds to wait for the --vllm-url server to answer /health")
     gpu_memory_utilization: float = opt(0.3, "the vLLM sidecar's share of GPU memory")
     vllm_sleep: bool = opt(False, "put the sidecar to sleep while the trainer works (frees its GPU memory)")
     vocab_guard: bool = opt(True, "samplers never emit ids beyond the tokenizer's vocabulary (the output layer's "
@@ -146,7 +147,7 @@ class Config:
 # refused on --resume (run_dir.resume_config). A changed value is recorded in config.json.
 MAY_CHANGE_ON_RESUME = frozenset({
     "steps", "max_generated_tokens", "lr", "eval_every", "eval_problems", "eval_temperature", "save_every",
-    "dump_trees", "threads", "generator", "fast_sampler", "vllm_url", "gpu_memory_utilization", "vllm_sleep",
+    "dump_trees", "threads", "generator", "fast_sampler", "vllm_url", "vllm_connect_timeout", "gpu_memory_utilization", "vllm_sleep",
     "fci_query_chunk", "fci_kernel", "score_batch_size", "micro_batch_tokens", "logprob_chunk_tokens",
     "report_to", "vocab_guard",
 })
@@ -259,6 +260,7 @@ _RANGES = {  # name: (test, description)
     "clip_c": (lambda x: x > 1, "> 1 (the dual clip bounds the loss at c·|Â|, above the clipped ratio)"),
     "lr": (lambda x: 0 < x < 1, "in (0, 1)"),
     "grad_clip": (lambda x: x > 0, "> 0"),
+    "vllm_connect_timeout": (lambda x: x > 0, "> 0"),
     "gpu_memory_utilization": (lambda x: 0 < x <= 1, "in (0, 1]"),
     **{name: (lambda x: x >= 1, ">= 1") for name in _AT_LEAST_1},
     **{name: (lambda x: x >= 0, ">= 0") for name in _AT_LEAST_0},

@@ -4,5 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 VLLM_HOST_IP=127.0.0.1 TOKENIZERS_PARALLELISM=false
+# Two workers, one test file each at a time (tests/conftest.py hands out the longest files first). Each
+# worker's torch uses one thread, and a vLLM server started by a test does not pin itself to core 0
+# (two servers of two workers would share it). TEST_WORKERS=0 runs in one process.
+export OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=nobind
+WORKERS="${TEST_WORKERS:-2}"
 [ $# -eq 0 ] && set -- tests
-exec python3 -m pytest -q -rs "$@"   # -rs: every skipped test says why
+if [ "$WORKERS" = "0" ]; then
+  exec python3 -m pytest -q -rs "$@"   # -rs: every skipped test says why
+fi
+exec python3 -m pytest -q -rs -n "$WORKERS" --dist loadfile --no-loadscope-reorder "$@"

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto = bfloat16 on a GPU of compute capability >= 8.0, float16 below, float32 on CPU")
     p.add_argument("--vllm-url", default="", help="use a vLLM server started elsewhere")
+    p.add_argument("--vllm-connect-timeout", type=float, default=30.0,
+                   help="seconds to wait for the --vllm-url server to answer /health")
     p.add_argument("--gpu-memory-utilization", type=float, default=None,
                    help="vLLM's share of GPU memory (default 0.85 on CUDA, 0.2 on CPU)")
     p.add_argument("--grader-workers", type=int, default=2, help="grader worker processes")
@@ -168,7 +170,7 @@ def build_generator(args, model_dir: str, tokenizer, adapter_dir: str | None, de
             generator = make_generator("vllm", tokenizer=tokenizer, model_dir=model_dir, dtype=dtype,
                                        device=str(device), max_lora_rank=lora_rank, max_model_len=max_model_len,
                                        gpu_memory_utilization=utilization, vllm_url=args.vllm_url,
-                                       seed=args.seed, log=log)
+                                       seed=args.seed, log=log, connect_timeout_s=args.vllm_connect_timeout)
             if adapter_dir:
                 generator.load_adapter(adapter_dir, version=1)
             return generator

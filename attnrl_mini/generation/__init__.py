@@ -35,7 +35,7 @@ def make_generator(kind: str, *, tokenizer, model_dir: str, model=None, dtype: s
                    gpu_memory_utilization: float = 0.3, vllm_url: str = "", seed: int = 0,
                    log: Callable[[str], None] = print, load_in_4bit: bool = False,
                    server_log: str = "", enable_sleep_mode: bool = False, vocab_guard: bool = True,
-                   fast_sampler: bool = True) -> Generator:
+                   fast_sampler: bool = True, connect_timeout_s: float = 30.0) -> Generator:
     """Build the sampling backend. kind: "auto" | "vllm" | "hf".
 
     "hf" samples from the in-process `model` (the trainer's live peft model: updates are seen at
@@ -75,7 +75,7 @@ def make_generator(kind: str, *, tokenizer, model_dir: str, model=None, dtype: s
                            gpu_memory_utilization=gpu_memory_utilization, seed=seed,
                            quantization=quantization, log_path=server_log,
                            enable_sleep_mode=enable_sleep_mode, vocab_size=vocab_size,
-                           padding_ids=padding_ids, log=log)
+                           padding_ids=padding_ids, connect_timeout_s=connect_timeout_s, log=log)
 
     if kind == "hf":
         return build_hf()

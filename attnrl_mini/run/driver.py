@@ -89,6 +89,7 @@ def _set_up(cfg: Config, resume: bool) -> _Run:
         cfg.generator, tokenizer=tok, model_dir=model_dir, model=model, dtype=cfg.dtype, device=str(device),
         max_lora_rank=cfg.lora_rank, max_model_len=cfg.max_prompt_tokens + cfg.max_response_tokens,
         gpu_memory_utilization=cfg.gpu_memory_utilization, vllm_url=cfg.vllm_url, seed=cfg.seed, log=log,
+        connect_timeout_s=cfg.vllm_connect_timeout,
         load_in_4bit=cfg.load_in_4bit, vocab_guard=cfg.vocab_guard, fast_sampler=cfg.fast_sampler)
     log(f"[attnrl] model {model_dir} | algo {cfg.algo} | generator {generator.name} | device {device} | "
         f"{len(train_problems)}/{n_all} training problems fit | out {cfg.out}")
