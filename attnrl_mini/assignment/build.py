@@ -326,7 +326,7 @@ def handout(parts: list[str]) -> str:
     return "\n".join(out)
 
 
-STUDY_MINUTES = "about 1 min"   # measured: docs/teaching.md, Part D (the short study on a shared 2-core CPU)
+STUDY_MINUTES = "under 2 min: 49-111 s measured on a shared 2-core CPU"   # docs/teaching.md, Part D
 
 
 def part_d_handout() -> list[str]:
@@ -340,7 +340,7 @@ def part_d_handout() -> list[str]:
             "decisions at the start or at the end of the response. Run the short study with YOUR seed:", "",
             "```bash", "python -m attnrl_mini.assignment study --student-id YOUR_ID", "```", "",
             f"It runs `bench/branch_outcomes.py --worlds early,late --selectors fci,entropy --prompts "
-            f"{part_d.STUDY_PROMPTS} --seed SEED` ({STUDY_MINUTES} on the course's reference machine; your D1 computes "
+            f"{part_d.STUDY_PROMPTS} --seed SEED` ({STUDY_MINUTES}; your D1 computes "
             "its intervals and the trainer's scoring uses your parts A-C, so finish those first) and prints its "
             "counts. Your seed is `int(sha256(id.strip().lower()).hexdigest()[:8], 16) % 1000000`: the "
             "published shares of docs/compass.md are for seed 0 and 42 prompts, and do not answer your counts.", "",

@@ -158,7 +158,8 @@ def score(answers: Answers, truth: dict[str, int]) -> list[tuple[str, bool, str]
 
 
 def table(counts: dict[str, int]) -> str:
-    rows = ["| count | value |", "|---|---:|"] + [f"| {COUNTS[k]} | {counts[k]} |" for k in COUNTS]
+    rows = ["| key in counts | what it counts | value |", "|---|---|---:|"] + \
+        [f"| {k} | {COUNTS[k]} | {counts[k]} |" for k in COUNTS]
     return "\n".join(rows)
 
 
