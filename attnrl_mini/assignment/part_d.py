@@ -25,7 +25,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-ANSWERS_FILE = "PART_D.json"
+from .registry import QUESTIONS
+
+ANSWERS_FILE = next(q.answers_file for q in QUESTIONS if q.id == "D2")      # "PART_D.json"
 STUDY_PROMPTS = 16
 STUDY_WORLDS = ("early", "late")
 STUDY_SELECTORS = ("fci", "entropy")
