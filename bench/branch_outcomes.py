@@ -2,6 +2,7 @@
 
     python bench/branch_outcomes.py                                  # four worlds -> docs/results/selector_study/
     python bench/branch_outcomes.py --worlds early,late --prompts 90 --out /tmp/b
+    python bench/branch_outcomes.py --worlds early,late --selectors fci,entropy --prompts 8 --out /tmp/d
     python bench/branch_outcomes.py --worlds "" --train-args "--model MODEL --train-data DATA.jsonl" --prompts 32 --out /tmp/mine
 
 A practitioner's pre-flight check: on YOUR model and prompts (`--train-args` takes any train.py
@@ -42,32 +43,24 @@ import torch
 from world_sample import ROOT, decision_step_indices, measure_worlds
 
 from attnrl_mini.config import algo_overrides, validate
+from attnrl_mini.tools.fork_stats import PLACES, bootstrap_ratio, fork_place, mixed, pooled_ratio
 from attnrl_mini.trainer import Trainer
 from attnrl_mini.worlds.reward import Grader
 
 SELECTOR_ROWS = ("fci", "entropy", "step_entropy", "fci_entropy", "first_steps", "random")
 ROWS = {**{sel: dict(algo_overrides("treerl"), branch_selector=sel) for sel in SELECTOR_ROWS},
         "fci + ADS (AttnRL)": dict(algo_overrides("attnrl"), one_step_stale=False)}
-PLACES = ("before", "at", "between", "after")
+ROW_OF_FLAG = {**{sel: sel for sel in SELECTOR_ROWS}, "attnrl": "fci + ADS (AttnRL)"}    # --selectors names
 
 
-def mixed(rewards) -> bool:
-    return len(set(rewards)) > 1
-
-
-def fork_place(offset: int, decision_spans: list[tuple[int, int, int]]) -> str | None:
-    """Where a fork at response offset `offset` falls, given each decision's (step start, step end, digit
-    position), in order: before / at / between / after (module docstring); None without decisions."""
-    if not decision_spans:
-        return None
-    if offset < decision_spans[0][0]:
-        return "before"
-    for start, end, digit in decision_spans:
-        if start <= offset <= digit:
-            return "at"
-    if offset > decision_spans[-1][2]:
-        return "after"
-    return "between"
+def rows_of(selectors: str) -> tuple[str, ...]:
+    """The ROWS named by --selectors ("fci,entropy"; "attnrl" = the fci + ADS row), in ROWS' order."""
+    names = [x.strip() for x in selectors.split(",") if x.strip()]
+    unknown = [x for x in names if x not in ROW_OF_FLAG]
+    if unknown or not names:
+        raise SystemExit(f"error: --selectors {selectors!r}: unknown {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(ROW_OF_FLAG)}")
+    return tuple(r for r in ROWS if r in {ROW_OF_FLAG[x] for x in names})
 
 
 def decision_spans(tok, response_ids: list[int], steps: list[tuple[int, int]], world: str | None) -> list[tuple[int, int, int]]:
@@ -82,25 +75,6 @@ def decision_spans(tok, response_ids: list[int], steps: list[tuple[int, int]], w
         digit = next((t for t in range(s, e) if token_texts[t].strip().isdigit()), e - 1)
         spans.append((s, e, digit))
     return spans
-
-
-def bootstrap(per_prompt: list, stat, n: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """stat(list of per-prompt records) and its 95% percentile-bootstrap interval over prompts."""
-    value = stat(per_prompt)
-    rng = random.Random(seed)
-    draws = sorted(v for v in (stat([per_prompt[rng.randrange(len(per_prompt))] for _ in per_prompt])
-                               for _ in range(n)) if v is not None)
-    if value is None or not draws:
-        return value, None, None
-    return value, draws[int(0.025 * len(draws))], draws[min(len(draws) - 1, int(0.975 * len(draws)))]
-
-
-def ratio(num, den):
-    """stat over per-prompt lists of forks: sum(num(fork)) / sum(den(fork)), None when den sums to 0."""
-    def stat(prompts):
-        d = sum(den(f) for forks in prompts for f in forks)
-        return sum(num(f) for forks in prompts for f in forks) / d if d else None
-    return stat
 
 
 @dataclasses.dataclass
@@ -145,7 +119,9 @@ def make_setup(label: str, train_argv: list[str], n_prompts: int, seed: int) -> 
                  lambda p: data.encode_prompt(tok, p))
 
 
-def measure(setup: Setup, n_prompts: int, seed: int, grader: Grader) -> dict:
+def measure(setup: Setup, n_prompts: int, seed: int, grader: Grader, rows: tuple[str, ...] = tuple(ROWS)) -> dict:
+    """One batch of initial responses, branched by each of `rows` (names of ROWS); the module docstring's
+    measurements per row."""
     s = setup
 
     def trainer(cfg):
@@ -161,10 +137,11 @@ def measure(setup: Setup, n_prompts: int, seed: int, grader: Grader) -> dict:
     first._attach_initials(batch, comps, grader.grade(texts, answers))
     out = {"world": s.label, "prompts": len(batch.groups), "G": s.cfg.n_initial, "T": s.cfg.n_continuations,
            "initial_accuracy": sum(g.accuracy for g in batch.groups) / len(batch.groups),
+           "initial_correct": sum(r.reward > 0 for g in batch.groups for r in g.rollouts),
            "valid_before": sum(mixed([r.reward for r in g.rollouts]) for g in batch.groups) / len(batch.groups),
            "rows": {}}
-    for name, overrides in ROWS.items():
-        cfg = dataclasses.replace(s.cfg, **overrides)
+    for name in rows:
+        cfg = dataclasses.replace(s.cfg, **ROWS[name])
         validate(cfg)
         t = trainer(cfg)
         b = copy.deepcopy(batch)
@@ -190,15 +167,19 @@ def measure(setup: Setup, n_prompts: int, seed: int, grader: Grader) -> dict:
                 "mixed": mixed([r.reward] + rs), "place": fork_place(br.offset, spans[key]),
                 "distinct": len(set(suffixes)), "tokens": sum(len(c.token_ids) for c in cs)})
         row = {"branch_points": sum(map(len, forks)),
+               "mixed_forks": sum(f["mixed"] for fs in forks for f in fs),
                "valid_after": sum(mixed(lv) for lv in leaves) / len(leaves),
                "prompts_filtered": sum(g.dropped for g in b.groups),
-               "mixed": bootstrap(forks, ratio(lambda f: f["mixed"], lambda f: 1), seed=seed),
-               "distinct": bootstrap(forks, ratio(lambda f: f["distinct"], lambda f: 1), seed=seed),
-               "tokens_per_mixed_fork": bootstrap(forks, ratio(lambda f: f["tokens"], lambda f: f["mixed"]), seed=seed)}
+               "mixed": bootstrap_ratio(forks, lambda f: f["mixed"], lambda f: 1, seed=seed),
+               "distinct": bootstrap_ratio(forks, lambda f: f["distinct"], lambda f: 1, seed=seed),
+               "tokens_per_mixed_fork": bootstrap_ratio(forks, lambda f: f["tokens"], lambda f: f["mixed"], seed=seed)}
         if s.world is not None and any(f["place"] for fs in forks for f in fs):
-            row["place_share"] = {pl: ratio(lambda f, pl=pl: f["place"] == pl, lambda f: 1)(forks) for pl in PLACES}
-            row["mixed_by_place"] = {pl: bootstrap(forks, ratio(lambda f, pl=pl: f["mixed"] and f["place"] == pl,
-                                                                  lambda f, pl=pl: f["place"] == pl), seed=seed)
+            row["place_share"] = {pl: pooled_ratio(forks, lambda f, pl=pl: f["place"] == pl, lambda f: 1) for pl in PLACES}
+            row["place_counts"] = {pl: sum(f["place"] == pl for fs in forks for f in fs) for pl in PLACES}
+            row["mixed_by_place_counts"] = {pl: sum(f["place"] == pl and f["mixed"] for fs in forks for f in fs)
+                                            for pl in PLACES}
+            row["mixed_by_place"] = {pl: bootstrap_ratio(forks, lambda f, pl=pl: f["mixed"] and f["place"] == pl,
+                                                         lambda f, pl=pl: f["place"] == pl, seed=seed)
                                      for pl in PLACES}
         out["rows"][name] = row
     out["seconds"] = time.time() - t0
@@ -242,15 +223,18 @@ def main(argv=None) -> None:
     ap.add_argument("--worlds", default="toy,toy-plan,early,late", help="built-in worlds, each run with train.py --model WORLD")
     ap.add_argument("--train-args", default="", help="instead of / besides the worlds: a train.py command line "
                     "(e.g. \"--model DIR --train-data FILE.jsonl\"), measured under the label `custom`")
+    ap.add_argument("--selectors", default=",".join(ROW_OF_FLAG),
+                    help=f"the rows to branch, comma-separated (default all: {','.join(ROW_OF_FLAG)})")
     ap.add_argument("--prompts", type=int, default=120)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "selector_study"))
     args = ap.parse_args(argv)
     targets = ",".join(filter(None, [args.worlds, "custom" if args.train_args else ""]))
+    rows = rows_of(args.selectors)
 
     def one(label, grader):
         argv_ = shlex.split(args.train_args) if label == "custom" else ["--model", label]
-        return measure(make_setup(label, argv_, args.prompts, args.seed), args.prompts, args.seed, grader)
+        return measure(make_setup(label, argv_, args.prompts, args.seed), args.prompts, args.seed, grader, rows)
 
     measure_worlds(args.out, targets, one, table)
 

@@ -1,4 +1,4 @@
-"""python -m attnrl_mini.assignment {build, pack, grade, check, e2e} (see docs/teaching.md)."""
+"""python -m attnrl_mini.assignment {build, pack, grade, check, e2e, study} (see docs/teaching.md)."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="write a student copy")
     b.add_argument("--out", required=True, help="a new directory for the copy")
-    b.add_argument("--parts", default="A,B,C", help="parts whose exercises are stubbed (default A,B,C)")
+    b.add_argument("--parts", default="A,B,C", help="parts whose exercises are stubbed (default A,B,C; "
+                   "A,B,C,D adds the optional part D, the selector study)")
     b.add_argument("--overlay", default=None, help="a folder of hidden tests (named test_<id>_...), copied into the copy")
     k = sub.add_parser("pack", help="(student) check and zip a finished copy into submission.zip")
     k.add_argument("dir", nargs="?", default=".", help="the copy (default: the current folder)")
@@ -27,10 +28,13 @@ def main(argv=None) -> int:
     e.add_argument("--part", required=True, choices=["A", "B", "C"])
     e.add_argument("--length", default="ci", choices=["ci", "full"])
     e.add_argument("--record", action="store_true", help="store this run as the reference (reference code only)")
+    st = sub.add_parser("study", help="(student, part D) the short selector study with your seed: the counts of D2")
+    st.add_argument("--student-id", required=True, help="your student id (it gives your seed)")
+    st.add_argument("--out", default="part_d_study", help="folder for the study's results (default part_d_study)")
     args = p.parse_args(argv)
     try:
         return _run(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:   # bad input: one line, no traceback
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as err:   # one line, no traceback
         sys.exit(f"error: {err}")
 
 
@@ -59,6 +63,9 @@ def _run(args) -> int:
         except ModuleNotFoundError as err:   # a student copy has no planted bugs
             sys.exit(f"error: `check` needs the instructor's repository ({err})")
         return 0 if check(run_e2e=not args.no_e2e) else 1
+    if args.cmd == "study":
+        from . import part_d
+        return part_d.main(["--student-id", args.student_id, "--out", args.out])
     from . import e2e
     result = e2e.run_part(args.part, args.length)
     print(result.summary())

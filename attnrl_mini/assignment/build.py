@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from .e2e import LENGTHS, load_reference
 from .pack import MANIFEST, fingerprint
 from .regions import find_regions, stub_references, stub_source
-from .registry import EXERCISES, PARTS, exercise_of_test, exercises_of
+from . import part_d
+from .registry import EXERCISES, PARTS, exercise_of_test, exercises_of, questions_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GRADED_TESTS = os.path.join("tests", "graded")
@@ -24,6 +25,8 @@ HIDDEN_TESTS = os.path.join("tests", "hidden")
 # What a student copy holds (relative to the repository root). planted.py holds solution text.
 COPIED = ["attnrl_mini", "train.py", "eval.py", "requirements.txt", "requirements-cpu.txt", "requirements-cuda.txt",
           "scripts", "docs", GRADED_TESTS, "README.md"]
+# Copied only with a part: part D's study runs the selector bench in the copy.
+COPIED_WITH_PART = {"D": [os.path.join("bench", "branch_outcomes.py"), os.path.join("bench", "world_sample.py")]}
 PRIVATE = {os.path.join("attnrl_mini", "assignment", "planted.py")}
 # Files that compute an exercise's result another way: left out while that exercise is stubbed.
 LEFT_OUT = {os.path.join("attnrl_mini", "algorithm", "fci_triton.py"): "C10"}   # C10's accumulation, in Triton
@@ -46,7 +49,8 @@ def build(out: str, parts: str = "A,B,C", overlay: str | None = None) -> dict:
                              "name each test_<exercise id>_... (e.g. test_c2_...)")
     stubs = {e.id: e.message for e in chosen}
     found: set[str] = set()
-    for item in COPIED:
+    letters = sorted({e.part for e in chosen})
+    for item in COPIED + [f for letter in letters for f in COPIED_WITH_PART.get(letter, [])]:
         src = os.path.join(REPO, item)
         if not os.path.exists(src):
             continue
@@ -78,7 +82,9 @@ def build(out: str, parts: str = "A,B,C", overlay: str | None = None) -> dict:
         dest = os.path.join(out, HIDDEN_TESTS)
         shutil.copytree(overlay, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         n_hidden = sum(name.startswith("test") and name.endswith(".py") for _, _, fs in os.walk(dest) for name in fs)
-    letters = sorted({e.part for e in chosen})
+    answers = [q.answers_file for q in questions_of(parts)]
+    if part_d.ANSWERS_FILE in answers:
+        part_d.write_template(os.path.join(out, part_d.ANSWERS_FILE))
     with open(os.path.join(out, "pytest.ini"), "w") as f:
         f.write(PYTEST_INI)
     with open(os.path.join(out, "HANDOUT.md"), "w") as f:
@@ -88,9 +94,11 @@ def build(out: str, parts: str = "A,B,C", overlay: str | None = None) -> dict:
         for name in filenames:
             rel = os.path.relpath(os.path.join(dirpath, name), out)
             files[rel] = fingerprint(os.path.join(dirpath, name), rel)
+    manifest = {"parts": letters, "exercises": [e.id for e in chosen], "files": dict(sorted(files.items()))}
+    if answers:                     # data files a student fills in (validated, never run): `pack` takes them
+        manifest["answers"] = answers
     with open(os.path.join(out, MANIFEST), "w") as f:
-        json.dump({"parts": letters, "exercises": [e.id for e in chosen], "files": dict(sorted(files.items()))}, f,
-                  indent=1)
+        json.dump(manifest, f, indent=1)
     return {"out": out, "parts": letters, "exercises": len(chosen), "hidden_test_files": n_hidden}
 
 
@@ -265,7 +273,7 @@ def handout(parts: list[str]) -> str:
         out += [f"## Part {letter}: {part.title}", "",
                 f"Effort: about {minutes / 60:.1f} h (an estimate, not a measurement: {MINUTES_PER_LINE} min per line "
                 f"of the reference solution's {sum(c.lines for c in contexts.values())} lines, reading and testing "
-                "included; the end-to-end run comes on top).", "",
+                "included; " + ("D2's study run comes on top" if letter == "D" else "the end-to-end run comes on top") + ").", "",
                 "| exercise | function | points | equation | docs | depends on |", "|---|---|---:|---|---|---|"]
         for e in exs:
             out.append(f"| {e.id}{' (challenge)' if e.challenge else ''} | `{e.module}.{e.function}` | {e.points} | "
@@ -301,6 +309,9 @@ def handout(parts: list[str]) -> str:
                 if module_doc:
                     out += [f"Docstring of the module `{e.module}` (shared by its exercises):", "", "```text",
                             module_doc, "```", ""]
+        if letter == "D":
+            out += part_d_handout()
+            continue
         full, ci = LENGTHS["full"][letter], LENGTHS["ci"][letter]
         measured = ref.get("full", {}).get(letter)
         out += [f"### End-to-end check of part {letter}", "",
@@ -313,3 +324,32 @@ def handout(parts: list[str]) -> str:
                   "metrics leave the reference run's: identical code gives identical samples, so an early "
                   "divergence points at a numerical difference.", ""]
     return "\n".join(out)
+
+
+STUDY_MINUTES = "under 2 min: 49-111 s measured on a shared 2-core CPU"   # docs/teaching.md, Part D
+
+
+def part_d_handout() -> list[str]:
+    """The D2 section of HANDOUT.md: the command, the table to fill, the question, the seed rule."""
+    q = next(q for q in questions_of("D"))
+    rows = [f"| `{k}` | {what} | |" for k, what in part_d.COUNTS.items()]
+    return [f"### {q.id}: {q.title} ({q.points} points)", "",
+            "The branch-selector study (docs/compass.md, `bench/branch_outcomes.py`) forks the same initial "
+            "responses with different selectors and counts the forks whose outcomes disagree (*mixed*: only "
+            "they give the tree advantages contrast). The matched worlds `early` and `late` put the same two "
+            "decisions at the start or at the end of the response. Run the short study with YOUR seed:", "",
+            "```bash", "python -m attnrl_mini.assignment study --student-id YOUR_ID", "```", "",
+            f"It runs `bench/branch_outcomes.py --worlds early,late --selectors fci,entropy --prompts "
+            f"{part_d.STUDY_PROMPTS} --seed SEED` ({STUDY_MINUTES}; your D1 computes "
+            "its intervals and the trainer's scoring uses your parts A-C, so finish those first) and prints its "
+            "counts. Your seed is `int(sha256(id.strip().lower()).hexdigest()[:8], 16) % 1000000`: the "
+            "published shares of docs/compass.md are for seed 0 and 42 prompts, and do not answer your counts.", "",
+            f"Fill `{part_d.ANSWERS_FILE}` (it is in this folder: `student_id`, the counts below as whole numbers, and "
+            "`why`); `pack` puts it in submission.zip. The grader reruns the study for your id's seed and scores "
+            "each count within max(1, 2% of the rerun's value); the free text is read by a person, not scored "
+            "automatically.", "",
+            "| key in `counts` | what it counts | your value |", "|---|---|---:|", *rows, "",
+            "**The question** (`why`, a few sentences): which forks buy contrast, and why? Compare fci and "
+            "entropy on `early` and on `late`, and use `late.fci.mixed_at` against `late.fci.mixed`: what "
+            "share of fci's mixed forks on `late` fell at a decision, and what does a fork after every decision "
+            "regenerate?", ""]

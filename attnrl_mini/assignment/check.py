@@ -7,10 +7,13 @@
      other exercise still pass (a test that calls another exercise's function patches in a plain
      version of it, so each exercise is graded on its own)
   4. every planted bug is caught by its exercise's graded tests
-  5. a student copy of all parts holds no line of any exercise's solution (nor a near copy of one);
+  5. a student copy of all parts (A-D) holds no line of any exercise's solution (nor a near copy of one);
      graded as a submission (grade.py: regions spliced into a clean copy, record in a subprocess,
-     replay here) every graded test fails with its exercise's message and it scores 0
-  6. the end-to-end checks (short "ci" length) pass on the reference
+     replay here) every graded test fails with its exercise's message, its unanswered PART_D.json
+     scores nothing, and it scores 0
+  6. part D's scoring (part_d.py) on a fixed table of counts, without running the study: the true
+     counts score full, the published shares times the fork count and a malformed file do not
+  7. the end-to-end checks (short "ci" length) pass on the reference
 
 The stub and planted-bug runs swap one function's code in this process (regions.changed_function)
 and call the graded test functions directly (no pytest session per run), so they take seconds.
@@ -25,10 +28,12 @@ import tempfile
 import time
 import warnings
 
-from . import e2e, grade, regions, sandbox
+from . import e2e, grade, part_d, regions, sandbox
 from .build import REPO, build
 from .planted import PLANTED
-from .registry import BY_ID, EXERCISES, exercise_of_test
+from .registry import BY_ID, EXERCISES, PARTS, QUESTIONS, exercise_of_test
+
+ALL_PARTS = ",".join(PARTS)
 
 
 MIN_PLANTED = 3          # planted bugs per exercise, at least
@@ -105,7 +110,8 @@ MIN_SCANNED = 16          # shorter normalised lines (`return W`, `else:`) say n
 
 # Solution lines that also say nothing specific: the same line is ordinary code elsewhere in the package.
 GENERIC = {_normalise(line) for line in ("R = max(len(r) for r in responses)",     # trainer.py pads the same way
-                                         "for child in node.children:")}           # every tree walk in tree.py
+                                         "for child in node.children:",            # every tree walk in tree.py
+                                         "rng = random.Random(seed)")}             # worlds/toy/problems.py seeds so
 
 
 def scan_for_solutions(copy_dir: str, similarity: float = 0.9) -> list[str]:
@@ -147,6 +153,34 @@ def scan_for_solutions(copy_dir: str, similarity: float = 0.9) -> list[str]:
                 rel, i, text = lines_of[n]
                 hits.append(f"{rel}:{i}: exercise {xid}: {text[:100]}")
     return sorted(set(hits))
+
+
+# A fixed table of counts (seed 101's run) and the published shares of docs/compass.md times the counts of
+# the short study (96 initial responses, 192 forks per world and selector).
+_TRUTH = {"early.initial_correct": 57, "late.initial_correct": 62, "early.fci.mixed": 108, "early.entropy.mixed": 114,
+          "late.fci.mixed": 62, "late.entropy.mixed": 4, "late.fci.at": 133, "late.fci.mixed_at": 58}
+_PUBLISHED = {"early.initial_correct": 0.55 * 96, "late.initial_correct": 0.57 * 96, "early.fci.mixed": 0.51 * 192,
+              "early.entropy.mixed": 0.50 * 192, "late.fci.mixed": 0.31 * 192, "late.entropy.mixed": 0.02 * 192,
+              "late.fci.at": 0.62 * 192, "late.fci.mixed_at": 0.49 * 0.62 * 192}
+
+
+def check_question_scoring() -> list[str]:
+    import json
+    problems = []
+
+    def points(counts: dict) -> int:
+        text = json.dumps({"student_id": "x", "counts": counts, "why": ""})
+        return sum(ok for _, ok, _ in part_d.score(part_d.parse_answers(text), _TRUTH))
+    if points(_TRUTH) != len(_TRUTH):
+        problems.append("part D: the true counts do not score full")
+    if points({k: round(v) for k, v in _PUBLISHED.items()}) >= len(_TRUTH) // 2:
+        problems.append("part D: the published shares times the fork count score half or more")
+    try:
+        part_d.parse_answers('{"student_id": "x", "counts": {}, "why": ""}')
+        problems.append("part D: an answers file without its counts is accepted")
+    except ValueError:
+        pass
+    return problems
 
 
 def check(run_e2e: bool = True, log=print) -> bool:
@@ -211,14 +245,18 @@ def check(run_e2e: bool = True, log=print) -> bool:
     t = time.time()
     with tempfile.TemporaryDirectory(prefix="student_copy_") as tmp:
         copy_dir = os.path.join(tmp, "copy")
-        build(copy_dir, "A,B,C")
+        build(copy_dir, ALL_PARTS)
         hits = scan_for_solutions(copy_dir)
         for hit in hits:
             fail(f"student copy holds solution text: {hit}")
         log(f"[check] solution scan of the student copy: {len(hits)} hits ({time.time() - t:.0f} s)")
         t = time.time()
-        graded = grade.grade_submission(copy_dir, "A,B,C", name="student copy")
-        outcomes = [o for s in graded.scores for o in s.outcomes]
+        graded = grade.grade_submission(copy_dir, ALL_PARTS, name="student copy")
+        questions = {q.id for q in QUESTIONS}
+        for s in graded.scores:
+            if s.id in questions and (s.score != 0 or not s.outcomes or any(o.passed for o in s.outcomes)):
+                fail(f"student copy: question {s.id} scores {s.score} from the template")
+        outcomes = [o for s in graded.scores if s.id not in questions for o in s.outcomes]
         names = {o.name for o in outcomes}
         for name in [t for e in EXERCISES for t in e.tests if t not in names]:
             fail(f"student copy: {name} did not run")
@@ -231,6 +269,12 @@ def check(run_e2e: bool = True, log=print) -> bool:
     log(f"[check] student copy, graded by record/replay: {len(outcomes)} graded tests, "
         f"{sum(not o.passed for o in outcomes)} fail with their exercise's message, score {graded.total:g} "
         f"({time.time() - t:.0f} s)")
+
+    scoring_problems = check_question_scoring()
+    for p in scoring_problems:
+        fail(p)
+    log(f"[check] part D's scoring on a fixed table (the truth scores full, the published shares under half, a "
+        f"malformed file is refused): {'ok' if not scoring_problems else f'{len(scoring_problems)} problem(s)'}")
 
     if run_e2e:
         for part in ("A", "B", "C"):

@@ -26,11 +26,11 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 
-from . import sandbox
+from . import part_d, sandbox
 from .build import REPO, build, hidden_test_names
 from .pack import IGNORED_DIRS, MANIFEST, copy_files
 from .regions import find_regions, outside_regions
-from .registry import BY_ID, exercise_of_test, exercises_of
+from .registry import BY_ID, DEFAULT_PARTS, Question, exercise_of_test, exercises_of, questions_of
 
 HIDDEN_DEST = os.path.join("tests", "hidden")
 
@@ -75,12 +75,16 @@ def _region_texts(text: str, where: str) -> dict[str, str]:
     return {x: "".join(lines[b + 1:e]) for x, (b, e, _) in find_regions(text, where).items()}
 
 
-def compare(submission: str, distributed: str, exercise_ids: list[str]) -> tuple[dict[str, str], list[str]]:
-    """({exercise id: the submission's region text}, [refused file: why])."""
+def compare(submission: str, distributed: str, exercise_ids: list[str],
+            answers_files: tuple[str, ...] = ()) -> tuple[dict[str, str], list[str]]:
+    """({exercise id: the submission's region text}, [refused file: why]). The answers files (part D's
+    PART_D.json) may differ: they are data, read and validated on their own (part_d.parse_answers)."""
     regions, refused = {}, []
     dist_files, sub_files = copy_files(distributed), copy_files(submission)
     refused += [f"{f}: not in the distributed copy" for f in sorted(sub_files - dist_files)]
     for rel in sorted(sub_files & dist_files):
+        if rel in answers_files:
+            continue
         with open(os.path.join(distributed, rel), "rb") as f:
             want = f.read()
         with open(os.path.join(submission, rel), "rb") as f:
@@ -181,21 +185,30 @@ def run_submission(copy_dir: str, nodes: list[tuple[str, str]], exercise_ids: li
 
 # ---- the whole thing -------------------------------------------------------------------------------------
 
-def grade_submission(path: str, parts: str = "A,B,C", overlay: str | None = None, timeout: float = 900.0,
-                     name: str | None = None) -> Graded:
+def grade_submission(path: str, parts: str = DEFAULT_PARTS, overlay: str | None = None, timeout: float = 900.0,
+                     name: str | None = None, study_cache: str | None = None) -> Graded:
+    """Grade one submission. study_cache: where part D's reruns are kept per seed (None: not kept)."""
     chosen = [e.id for e in exercises_of(parts)]
+    questions = questions_of(parts)
     name = name or os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
     with tempfile.TemporaryDirectory(prefix="assignment_grade_") as tmp:
         scores = [ExerciseScore(x, BY_ID[x].title, BY_ID[x].points) for x in chosen]
+        scores += [ExerciseScore(q.id, q.title, q.points) for q in questions]
         try:
             submission = unpack(path, tmp)
         except (ValueError, zipfile.BadZipFile) as err:
             return Graded(name, _all_refused(scores, [str(err)]), [str(err)])
         distributed = os.path.join(tmp, "distributed")
         build(distributed, parts)
-        regions, refused = compare(submission, distributed, chosen)
+        regions, refused = compare(submission, distributed, chosen, tuple(q.answers_file for q in questions))
         if refused:
             return Graded(name, _all_refused(scores, refused), refused)
+        answer_texts = {}
+        for q in questions:
+            p = os.path.join(submission, q.answers_file)
+            if os.path.isfile(p):
+                with open(p, "rb") as f:
+                    answer_texts[q.id] = f.read(part_d.MAX_ANSWERS_BYTES + 1)
         spliced = os.path.join(tmp, "spliced")
         splice(distributed, regions, spliced)
         if overlay:
@@ -208,9 +221,36 @@ def grade_submission(path: str, parts: str = "A,B,C", overlay: str | None = None
         passed, text = results[node]
         by_id[exercise_of_test(node)].outcomes.append(TestOutcome(node.split("::")[1], passed, text))
     for s in scores:
-        if s.id not in regions:
+        if s.id in BY_ID and s.id not in regions:
             s.note = "its region is not in the submission (the distributed stub was graded)"
+    for q in questions:
+        grade_question(q, answer_texts.get(q.id), by_id[q.id], study_cache)
     return Graded(name, scores, [])
+
+
+def grade_question(q: Question, text: bytes | None, s: ExerciseScore, study_cache: str | None) -> None:
+    """Part D's D2: the answers file, validated as data; each count against the rerun for its seed.
+    A malformed file costs this question only, with a one-line reason."""
+    if text is None:
+        s.outcomes, s.note = [TestOutcome(q.answers_file, False, f"{q.answers_file} is not in the submission")], ""
+        return
+    try:
+        answers = part_d.parse_answers(text, q.answers_file)
+    except ValueError as err:
+        s.outcomes, s.note = [TestOutcome(q.answers_file, False, str(err))], str(err)
+        return
+    seed = part_d.seed_of(answers.student_id)
+    s.note = f"student id {answers.student_id!r}, seed {seed}"
+    if all(v is None for v in answers.counts.values()):
+        truth = {k: 0 for k in part_d.COUNTS}                  # nothing to compare: no rerun needed
+    else:
+        try:
+            with tempfile.TemporaryDirectory(prefix="part_d_") as tmp:
+                truth = part_d.reference_counts(REPO, seed, study_cache or tmp)
+        except (RuntimeError, OSError, KeyError) as err:
+            s.outcomes = [TestOutcome(q.answers_file, False, f"the grader's rerun of the study failed ({err}); regrade")]
+            return
+    s.outcomes = [TestOutcome(k, ok, msg) for k, ok, msg in part_d.score(answers, truth)]
 
 
 def _all_refused(scores: list[ExerciseScore], refused: list[str]) -> list[ExerciseScore]:
@@ -259,16 +299,17 @@ def submissions_in(path: str) -> list[str]:
             if not e.startswith(".") and (e.endswith(".zip") or os.path.isdir(os.path.join(path, e)))]
 
 
-def grade_all(paths: list[str], out_dir: str, parts: str = "A,B,C", overlay: str | None = None,
+def grade_all(paths: list[str], out_dir: str, parts: str = DEFAULT_PARTS, overlay: str | None = None,
               timeout: float = 900.0, log=print) -> list[Graded]:
-    """Grade every submission; write OUT/<name>/results.json and OUT/summary.csv."""
+    """Grade every submission; write OUT/<name>/results.json and OUT/summary.csv (part D's reruns are
+    kept per seed in OUT/part_d_studies/)."""
     subs = [s for p in paths for s in submissions_in(p)]
     if not subs:
         raise FileNotFoundError(f"no submission (folder or .zip) in {', '.join(paths)}")
     os.makedirs(out_dir, exist_ok=True)
     graded = []
     for sub in subs:
-        g = grade_submission(sub, parts, overlay, timeout)
+        g = grade_submission(sub, parts, overlay, timeout, study_cache=os.path.join(out_dir, "part_d_studies"))
         graded.append(g)
         dest = os.path.join(out_dir, g.name)
         os.makedirs(dest, exist_ok=True)

@@ -1,5 +1,6 @@
 """`assignment pack`, run in a student copy: check that only the exercise regions changed, then write
-submission.zip with the files that hold exercises (what the grader reads) and assignment.json."""
+submission.zip with the files that hold exercises (what the grader reads), the answers files of the
+manifest's "answers" (part D's PART_D.json: data, checked by the grader) and assignment.json."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,8 @@ from .regions import find_regions, outside_regions
 
 MANIFEST = "assignment.json"
 # Files a submission may hold beyond the distributed ones: caches and outputs, never read.
-IGNORED_DIRS = {"__pycache__", ".pytest_cache", ".git", ".ipynb_checkpoints", "runs", ".venv"}
+IGNORED_DIRS = {"__pycache__", ".pytest_cache", ".git", ".ipynb_checkpoints", "runs", ".venv",
+                "part_d_study"}     # part D's study output (assignment study --out default)
 IGNORED_FILES = {"results.json", ".DS_Store", "submission.zip"}
 
 
@@ -41,9 +43,10 @@ def pack(copy_dir: str, out: str | None = None) -> tuple[str, list[str]]:
     with open(os.path.join(copy_dir, MANIFEST)) as f:
         manifest = json.load(f)
     expected: dict[str, str] = manifest["files"]
+    answers = [rel for rel in manifest.get("answers", [])]          # data files the student fills in (part D)
     have = copy_files(copy_dir)
     changed = [rel for rel, digest in sorted(expected.items())
-               if rel in have and fingerprint(os.path.join(copy_dir, rel), rel) != digest]
+               if rel in have and rel not in answers and fingerprint(os.path.join(copy_dir, rel), rel) != digest]
     added = sorted(rel for rel in have - set(expected) if rel.endswith(".py"))
     if changed or added:
         raise ValueError("these files differ from the copy you were given outside the exercise regions (the grader "
@@ -52,6 +55,6 @@ def pack(copy_dir: str, out: str | None = None) -> tuple[str, list[str]]:
                             and find_regions(open(os.path.join(copy_dir, rel)).read(), rel))
     out = out or os.path.join(copy_dir, "submission.zip")
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        for rel in exercise_files + [MANIFEST]:
+        for rel in exercise_files + [a for a in answers if a in have] + [MANIFEST]:
             z.write(os.path.join(copy_dir, rel), rel)
     return out, exercise_files

@@ -127,4 +127,17 @@ PLANTED: list[PlantedBug] = [
     PlantedBug("C10", "the full [H, T, T] attention in one block (the memory rule)", "chunk = min(fci_context.query_chunk, T)", "chunk = T"),
     PlantedBug("C10", "no 1/sqrt(d) scaling", "(query[b, :, pad:] * scaling)", "(query[b, :, pad:])"),
     PlantedBug("C10", "causal mask off by one (a query sees the next key)", "triu_(diagonal=1)", "triu_(diagonal=2)"),
+    # D1 the pooled ratio and its bootstrap interval over prompts
+    PlantedBug("D1", "single forks resampled, not prompts",
+               "resample = [per_prompt[rng.randrange(len(per_prompt))] for _ in per_prompt]",
+               "resample = [[rng.choice([f for fs in per_prompt for f in fs])] for fs in per_prompt for _ in fs]"),
+    PlantedBug("D1", "prompts drawn without replacement", "resample = [per_prompt[rng.randrange(len(per_prompt))] for _ in per_prompt]",
+               "resample = rng.sample(per_prompt, len(per_prompt))"),
+    PlantedBug("D1", "the range of the draws instead of the 2.5% and 97.5% ones",
+               "draws[int(0.025 * len(draws))], draws[min(len(draws) - 1, int(0.975 * len(draws)))]", "draws[0], draws[-1]"),
+    PlantedBug("D1", "a resample without mixed forks counted as 0", "        if v is not None:\n            draws.append(v)",
+               "        draws.append(v if v is not None else 0.0)"),
+    PlantedBug("D1", "the mean of the prompts' ratios instead of the pooled ratio", "value = pooled_ratio(per_prompt, num, den)",
+               "value = sum(pooled_ratio([fs], num, den) or 0.0 for fs in per_prompt) / len(per_prompt)"),
+    PlantedBug("D1", "the mean of the draws as the ratio", "return value, draws[int(", "return sum(draws) / len(draws), draws[int("),
 ]

@@ -22,7 +22,9 @@ PARTS = {
     "A": Part("A", "GRPO", "grpo"),
     "B": Part("B", "Tree rollouts", "treerl"),
     "C": Part("C", "AttnRL", "attnrl"),
+    "D": Part("D", "An empirical question: which forks buy contrast?", ""),   # optional; no end-to-end run
 }
+DEFAULT_PARTS = "A,B,C"      # what build and grade use unless --parts says otherwise (D is the instructor's option)
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,32 @@ EXERCISES: list[Exercise] = [
              "accumulated block by block; hand each layer's [H, S+1, S+1] matrix to the context (add_layer). "
              "Never build an [H, T, T] tensor.",
              depends_on=("C3",), challenge=True),
+    # ---- Part D (optional): the branch-selector study ---------------------------------------------------
+    Exercise("D1", "a pooled ratio over forks and its bootstrap interval", "attnrl_mini.tools.fork_stats",
+             "bootstrap_ratio", 5, "", "§h",
+             ("test_d1_pooled_not_mean_of_prompts", "test_d1_resamples_prompts_not_forks",
+              "test_d1_empty_resamples_dropped", "test_d1_percentile_interval"),
+             "The study's every column: the pooled ratio Σ num / Σ den over all forks of all prompts, and its "
+             "95% percentile-bootstrap interval over prompts (resample prompts with replacement, drop "
+             "resamples whose den sums to 0, take the sorted draws at int(0.025 k) and min(k - 1, int(0.975 k)))."),
+]
+
+
+@dataclass(frozen=True)
+class Question:
+    """An empirical question: answered as data in a file of the copy, graded by rerunning (part_d.py)."""
+    id: str
+    title: str
+    points: int
+    answers_file: str
+
+    @property
+    def part(self) -> str:
+        return self.id[0]
+
+
+QUESTIONS: list[Question] = [
+    Question("D2", "the selector study with your seed (counts)", 10, "PART_D.json"),
 ]
 
 BY_ID = {e.id: e for e in EXERCISES}
@@ -166,6 +194,12 @@ def exercises_of(parts: str | list[str]) -> list[Exercise]:
     if unknown:
         raise ValueError(f"unknown part(s) {', '.join(unknown)}; the parts are {', '.join(PARTS)}")
     return [e for e in EXERCISES if e.part in letters]
+
+
+def questions_of(parts: str | list[str]) -> list[Question]:
+    """The empirical questions of the given parts (checked like exercises_of)."""
+    letters = {e.part for e in exercises_of(parts)}
+    return [q for q in QUESTIONS if q.part in letters]
 
 
 def exercise_of_test(test_name: str) -> str | None:
