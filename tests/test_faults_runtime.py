@@ -132,13 +132,14 @@ def server(tmp_path_factory):
     sidecar.close()
 
 
-def _adapter_dirs() -> set[str]:
-    return set(glob.glob("/dev/shm/attnrl_adapters_*"))
+def _adapter_dirs(pid: int) -> set[str]:
+    """The adapter scratch folders of process `pid` (their names hold it: another test's trainer, running
+    at the same time on another worker, has its own)."""
+    return set(glob.glob(f"/dev/shm/attnrl_adapters_{pid}_*"))
 
 
 @requires_vllm
 def test_sigterm_during_training_with_the_sidecar_leaves_nothing_in_dev_shm(server, tmp_path):
-    before = _adapter_dirs()
     cmd = [sys.executable, "train.py", "--generator", "vllm", "--vllm-url", server.url, "--steps", "50",
            "--eval-problems", "2", "--prompts-per-step", "2", "--out", str(tmp_path / "run")]
     log = tmp_path / "train.log"
@@ -149,7 +150,7 @@ def test_sigterm_during_training_with_the_sidecar_leaves_nothing_in_dev_shm(serv
         metrics, deadline, ours = tmp_path / "run" / "metrics.jsonl", time.monotonic() + 240, set()
         while time.monotonic() < deadline and trainer.poll() is None:
             rows = metrics.read_text().splitlines() if metrics.exists() else []
-            ours = {d for d in _adapter_dirs() - before if glob.glob(os.path.join(d, "v*", "adapter_config.json"))}
+            ours = {d for d in _adapter_dirs(trainer.pid) if glob.glob(os.path.join(d, "v*", "adapter_config.json"))}
             if ours and len(rows) >= 2:
                 break
             time.sleep(0.2)
@@ -163,7 +164,7 @@ def test_sigterm_during_training_with_the_sidecar_leaves_nothing_in_dev_shm(serv
             trainer.wait()
     err = log.read_text()
     assert code == 128 + signal.SIGTERM, err[-2000:]       # unwound like Ctrl-C, status as a shell reports it
-    assert not (ours & _adapter_dirs()), "the adapter scratch folder leaked"
+    assert not _adapter_dirs(trainer.pid), "the adapter scratch folder leaked"
     assert "Traceback" not in err, err[-2000:]
     assert server.alive()                                  # a server given by URL is not ours to stop
 

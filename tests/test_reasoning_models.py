@@ -12,8 +12,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import pytest
@@ -304,11 +302,10 @@ def test_train_py_with_the_hf_sampler(fam, train_file, tmp_path, monkeypatch):
 
 
 def _eval(fam, out_dir, *extra):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "eval.py"), "--model", fam.model_dir, "--benchmarks", "math500",
-         "--limit", "10", "--k", "2", "--max-new-tokens", str(BUDGET), "--out-dir", str(out_dir), *extra],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    """eval.py in this process (its own main, as _train runs train.py's): no second start-up."""
+    import eval as eval_py
+    eval_py.main(["--model", fam.model_dir, "--benchmarks", "math500", "--limit", "10", "--k", "2",
+                  "--max-new-tokens", str(BUDGET), "--out-dir", str(out_dir), *extra])
     records = [json.loads(line) for line in open(out_dir / "generations.jsonl")]
     assert len(records) == 20
     for r in records:   # the answer read after the last </think>, the whole text when it was cut before one
