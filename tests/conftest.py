@@ -19,7 +19,7 @@ CACHES = ("__pycache__", ".pytest_cache")
 SLOWEST_FIRST = ("test_reasoning_models.py", "test_qwen25_path.py", "test_bad_state.py", "test_vllm_sidecar.py",
                  "test_assignment.py", "test_tracking.py", "test_trainer.py", "test_faults_runtime.py",
                  "test_notebook.py", "test_reward.py", "test_grading.py", "test_install.py", "test_faults.py",
-                 "test_compare_methods.py", "test_qwen3_fci.py")
+                 "test_part_d_grading.py", "test_compare_methods.py", "test_qwen3_fci.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -114,7 +114,7 @@ UNMAPPED = {
     "train_data": "data.train_files = OUT/data/train.parquet", "eval_data": "data.val_files = OUT/data/val.parquet",
     "eval_problems": "the rows of OUT/data/val.parquet", "max_generated_tokens": "no token budget in verl",
     **{name: "how this machine runs, not the method" for name in
-       ("device", "threads", "generator", "fast_sampler", "vllm_url", "vllm_sleep", "out", "dump_trees", "vocab_guard", "update_packing",
+       ("device", "threads", "generator", "fast_sampler", "vllm_url", "vllm_connect_timeout", "vllm_sleep", "out", "dump_trees", "vocab_guard", "update_packing",
         "fci_kernel")},
 }
 
