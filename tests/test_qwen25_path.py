@@ -9,8 +9,6 @@ import gzip
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -250,15 +248,16 @@ def test_branch_prefixes_round_trip_through_the_sidecar_token_for_token(sidecar,
 # 5. End to end: train.py on the DAPO training set, eval.py on MATH-500
 
 def _train(qwen_dir, out, *extra):
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--model", qwen_dir,
+    """train.py in this process (its own main): the command line as a user types it, without a second
+    Python start-up (train.py as a process of its own: tests/test_trainer.py, tests/test_install.py)."""
+    import train
+    train.main(["--model", qwen_dir,
            "--train-data", os.path.join(ROOT, "attnrl_mini", "data", "dapo_math_train.jsonl.gz"), "--out", str(out),
            "--steps", "2", "--prompts-per-step", "2", "--n-initial", "3", "--max-prompt-tokens", "1024",
            "--max-response-tokens", "12", "--eval-problems", "2", "--eval-every", "2", "--save-every", "2",
            "--min-branch-gap", "2", "--min-branch-start", "0", "--fci-delta", "1", "--lora-rank", "8",
            "--lora-alpha", "16", "--threads", "1", "--lr", "1e-4",
-           "--zero-adv-filter", "false", "--dynamic-batch", "false", *extra]   # a random model gets every reward 0
-    proc = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+           "--zero-adv-filter", "false", "--dynamic-batch", "false", *extra])   # a random model gets every reward 0
     rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert all(r["generated_tokens"] > 0 and r["optimizer_steps"] > 0 for r in rows[1:])
@@ -276,11 +275,9 @@ def test_train_py_on_dapo_with_the_hf_sampler(qwen_dir, tmp_path):
 def test_train_py_and_eval_py_with_the_vllm_sidecar(qwen_dir, sidecar, tmp_path):
     rows = _train(qwen_dir, tmp_path / "run", "--generator", "vllm", "--vllm-url", sidecar.url)
     assert rows[0]["generator"] == "vllm"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "eval.py"), "--model", qwen_dir, "--adapter", str(tmp_path / "run"),
-         "--benchmarks", "math500", "--limit", "3", "--k", "2", "--max-new-tokens", "12", "--generator", "vllm",
-         "--vllm-url", sidecar.url, "--json", str(tmp_path / "eval.json")],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    import eval as eval_py
+    eval_py.main(["--model", qwen_dir, "--adapter", str(tmp_path / "run"), "--benchmarks", "math500", "--limit", "3",
+                  "--k", "2", "--max-new-tokens", "12", "--generator", "vllm", "--vllm-url", sidecar.url,
+                  "--json", str(tmp_path / "eval.json")])
     result = json.load(open(tmp_path / "eval.json"))
     assert "math500" in json.dumps(result)
