@@ -64,6 +64,14 @@ def fci_candidate_steps(fci: torch.Tensor, quantile: float = 0.8) -> list[int]:
     # END SOLUTION C4
 
 
+def _check_fci_inputs(fci: torch.Tensor, steps: list[tuple[int, int]], n: int) -> None:
+    """One FCI score per step, and at least one branch point asked for (ATB and the hybrid)."""
+    if fci.numel() != len(steps):
+        raise ValueError(f"fci has {fci.numel()} scores but the response has {len(steps)} steps")
+    if n < 1:
+        raise ValueError(f"n (branch points per response) must be >= 1, got {n}")
+
+
 def fci_branch_points(fci: torch.Tensor, steps: list[tuple[int, int]], prompt_len: int, n: int = 2,
                       quantile: float = 0.8, min_gap: int = 512, min_start: int = 512) -> list[int]:
     """ATB (§c.1): offsets of the N earliest high-FCI steps, spaced as in the release.
@@ -76,10 +84,7 @@ def fci_branch_points(fci: torch.Tensor, steps: list[tuple[int, int]], prompt_le
     Returns n sorted offsets (duplicates possible), or [] for a response with fewer than 2 steps
     (no step other than step 0 to branch at; the release loops forever there).
     """
-    if fci.numel() != len(steps):
-        raise ValueError(f"fci has {fci.numel()} scores but the response has {len(steps)} steps")
-    if n < 1:
-        raise ValueError(f"n (branch points per response) must be >= 1, got {n}")
+    _check_fci_inputs(fci, steps, n)
     if len(steps) < 2:
         return []
     # BEGIN SOLUTION C5
@@ -198,10 +203,7 @@ def fci_entropy_branch_points(fci: torch.Tensor, entropies: torch.Tensor, steps:
     Returns n sorted offsets, or [] for a response with fewer than 2 steps.
     """
     # BEGIN REFERENCE C5
-    if fci.numel() != len(steps):
-        raise ValueError(f"fci has {fci.numel()} scores but the response has {len(steps)} steps")
-    if n < 1:
-        raise ValueError(f"n (branch points per response) must be >= 1, got {n}")
+    _check_fci_inputs(fci, steps, n)
     if len(steps) < 2:
         return []
     u = step_entropies(entropies, steps, "max").tolist()                  # [S]
