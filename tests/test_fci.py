@@ -266,10 +266,13 @@ def two_pass_differences(device: str) -> dict[str, float]:
     prompts, responses, steps, think_end = random_batch()
     kw = dict(delta=2, batch_size=3, return_step_attention=True)        # one left-padded batch of 3
     got = score_responses(model, prompts, responses, steps, think_end, kernel="triton", **kw)
+    # without the whole α, the second pass reads only what Eq. 5 needs (fci_triton.range_tiles)
+    eq5_only = score_responses(model, prompts, responses, steps, think_end, kernel="triton", delta=2, batch_size=3)
     torch_path = score_responses(model, prompts, responses, steps, think_end, kernel="torch", query_chunk=7, **kw)
     ref = naive_fci(model, prompts, responses, steps, think_end, delta=2, return_step_attention=True)
     return dict(
         fci=max((g.fci - y).abs().max().item() for g, (y, _) in zip(got, ref)),
+        fci_eq5_only=max((g.fci - y).abs().max().item() for g, (y, _) in zip(eq5_only, ref)),
         step_attention=max((g.step_attention - a).abs().max().item() for g, (_, a) in zip(got, ref)),
         logprobs=max((g.logprobs - t.logprobs).abs().max().item() for g, t in zip(got, torch_path)),
         fci_max=max(y.abs().max().item() for y, _ in ref))
@@ -285,13 +288,28 @@ def test_two_pass_fci_equals_naive_in_the_triton_interpreter():
     assert proc.returncode == 0, proc.stderr[-3000:]
     diff = json.loads(proc.stdout.strip().splitlines()[-1])
     assert diff["fci_max"] > 0.01                      # the check compares real, non-zero FCI values
-    assert diff["fci"] <= 1e-5 and diff["step_attention"] <= 1e-5 and diff["logprobs"] <= 1e-5, diff
+    assert max(diff[k] for k in ("fci", "fci_eq5_only", "step_attention", "logprobs")) <= 1e-5, diff
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_two_pass_fci_equals_naive_on_cuda():
     diff = two_pass_differences("cuda")
-    assert diff["fci"] <= 1e-5 and diff["step_attention"] <= 1e-5 and diff["logprobs"] <= 1e-5, diff
+    assert max(diff[k] for k in ("fci", "fci_eq5_only", "step_attention", "logprobs")) <= 1e-5, diff
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_two_pass_tiles_cover_only_what_eq5_reads():
+    from attnrl_mini.algorithm.fci_triton import range_tiles
+    # the prompt (0..3), then response steps 1..3 at 3..5, 5..8, 8..10 (range index = step number)
+    ranges = [(0, 3), (3, 5), (5, 8), (8, 10)]
+    # Δ = 1: only range 3 (>= 2 + Δ) queries, against the keys of ranges 2 .. 3 - Δ = 2, i.e. 5..8
+    starts, ends, which, key_starts, key_ends, _ = range_tiles(ranges, "cpu", delta=1)
+    assert list(zip(starts.tolist(), ends.tolist(), which.tolist(), key_starts.tolist(), key_ends.tolist())) \
+        == [(8, 10, 3, 5, 8)]
+    assert range_tiles(ranges, "cpu", delta=2)[0].numel() == 0      # no range is >= 2 + 2: FCI is all 0
+    # the whole α: every range's queries against all keys up to the tile's end
+    starts, ends, which, key_starts, key_ends, _ = range_tiles(ranges, "cpu")
+    assert which.tolist() == [0, 1, 2, 3] and key_starts.tolist() == [0] * 4 and key_ends.tolist() == [3, 5, 8, 10]
 
 
 def test_fci_kernel_choice():

@@ -158,7 +158,7 @@ class FCIContext:
     pad_offsets: list[int]                 # per row: left pads
     think_end_steps: list[int]             # per row, response-step coords, -1 = none
     delta: int = 4
-    query_chunk: int = 256
+    query_chunk: int = 64
     keep_step_attention: bool = False      # also keep max_{l,h} α (for inspection / plots)
     kernel: str = "auto"                   # "torch" (fci_attention below), "triton" (fci_triton.py), "auto"
     fci: list[torch.Tensor | None] = field(default_factory=list)             # per row: running max y [S]
@@ -203,7 +203,7 @@ class FCIContext:
 
 
 def make_fci_context(batch: PaddedBatch, prompt_lens: list[int], steps: list[list[tuple[int, int]]],
-                     think_end_steps: list[int], delta: int = 4, query_chunk: int = 256,
+                     think_end_steps: list[int], delta: int = 4, query_chunk: int = 64,
                      keep_step_attention: bool = False, kernel: str = "auto") -> FCIContext:
     T = batch.input_ids.shape[1]
     ranges = [step_ranges(p, s) for p, s in zip(prompt_lens, steps)]
@@ -405,7 +405,7 @@ def _forward_chunks(n: int, lengths: list[int], batch_size: int) -> list[list[in
 @torch.no_grad()
 def score_responses(model, prompts: list[list[int]], responses: list[list[int]],
                     steps: list[list[tuple[int, int]]] | None = None, think_end_steps: list[int] | None = None,
-                    delta: int = 4, query_chunk: int = 256, batch_size: int = 8, pad_id: int = 0,
+                    delta: int = 4, query_chunk: int = 64, batch_size: int = 8, pad_id: int = 0,
                     logprob_chunk: int = 1024, return_step_attention: bool = False,
                     kernel: str = "auto") -> list[ScoredResponse]:
     """One no-grad forward per batch: response log-probs, entropies and (if `steps`) exact FCI (Eq. 4-6).
