@@ -74,7 +74,7 @@ class Config:
     min_branch_start: int = opt(512, "branch points start at this absolute (prompt-inclusive) position or later "
                                 "(release only, §c)")
     fci_query_chunk: int = opt(64, "query rows per block in the exact chunked FCI (memory and speed knob, §b; "
-                               "64 keeps a CPU core's [H, chunk, T] block in its L2 cache, docs/performance.md)")
+                               "64 was the fastest of 32-256 on a CPU, docs/performance.md)")
     fci_kernel: str = opt("auto", "how the exact FCI is computed: torch (chunked PyTorch, any device), triton "
                           "(flash attention + a Triton pass for Eq. 4, same result), auto (triton for bf16/fp16 "
                           "on CUDA when Triton is installed, else torch)", choices=("auto", "torch", "triton"))
