@@ -246,6 +246,15 @@ def main(argv=None) -> None:
     if unknown:
         p.error(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    earlier = {}
+    if args.earlier:   # read before any run: a bad file is an error now, not after hours of training
+        if not os.path.isfile(args.earlier):
+            p.error(f"--earlier {args.earlier}: no such file (an earlier invocation's summary.json)")
+        with open(args.earlier) as f:
+            earlier = {m: runs for m, runs in json.load(f).items() if m not in methods}
+        short = [m for m, runs in earlier.items() if len(runs) != len(seeds)]
+        if short:
+            p.error(f"--earlier {args.earlier}: {short} have a different number of seeds than --seeds {args.seeds}")
     os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
     jobs = [(m, s) for s in seeds for m in methods]
     t0 = time.time()
@@ -253,13 +262,7 @@ def main(argv=None) -> None:
         for done in pool.map(lambda job: run_one(job[0], job[1], args, args.out), jobs):
             print(f"[compare] {done['method']} seed {done['seed']} {'re-used' if done['reused'] else 'done'} "
                   f"({time.time() - t0:.0f}s elapsed)", flush=True)
-    results = {m: [load_run(os.path.join(args.out, "runs", f"{m}_s{s}")) for s in seeds] for m in methods}
-    if args.earlier:
-        earlier = json.load(open(args.earlier))
-        short = [m for m, runs in earlier.items() if m not in results and len(runs) != len(seeds)]
-        if short:
-            p.error(f"--earlier {args.earlier}: {short} have a different number of seeds than --seeds {args.seeds}")
-        results = {**{m: runs for m, runs in earlier.items() if m not in results}, **results}
+    results = {**earlier, **{m: [load_run(os.path.join(args.out, "runs", f"{m}_s{s}")) for s in seeds] for m in methods}}
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(results, f, indent=1)
     plot(results, args.out)

@@ -149,7 +149,7 @@ def main(argv=None) -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads in each child (0 = torch default)")
     ap.add_argument("--query-chunk", type=int, default=64,
-                    help="FCI query rows per block (64: the [H, chunk, T] block stays in a CPU core's L2 cache)")
+                    help="FCI query rows per block (64: the fastest of 32-256 on a CPU, docs/performance.md)")
     ap.add_argument("--shape", default="small", choices=sorted(SHAPES))
     ap.add_argument("--quick", action="store_true", help="smoke test: T = 256, 512, one repeat")
     ap.add_argument("--out", default="", help="also write the table to this markdown file")

@@ -61,6 +61,9 @@ def test_smoke_run_writes_the_table_and_plots(tmp_path, capsys):
     (tmp_path / "two_seeds.json").write_text(json.dumps({"treerl": earlier["treerl"] * 2}))
     with pytest.raises(SystemExit):      # two seeds' records against this invocation's one seed
         compare_methods.main(["--smoke", "--out", str(tmp_path), "--earlier", str(tmp_path / "two_seeds.json")])
+    with pytest.raises(SystemExit):      # no such file: refused before any run
+        compare_methods.main(["--smoke", "--out", str(tmp_path / "new"), "--earlier", str(tmp_path / "missing.json")])
+    assert not (tmp_path / "new").exists()
 
 
 def test_accuracy_at_exactly_the_budget_interpolates_between_evaluations():

@@ -107,10 +107,10 @@ def samples(fam):
     came out on this CPU (how many of the BUDGET traces run long differs between machines)."""
     problems = data.load_benchmark("math500")[:4]
     prompts = [data.encode_prompt(fam.tok, p) for p in problems]
+    asks = [(p, BUDGET) for p in prompts] + [(prompts[0], CUT_BUDGET)]
     out = HFGenerator(fam.model, fam.tok, vocab_size=len(fam.tok)).generate(
-        [GenRequest(p, 4, BUDGET) for p in prompts] + [GenRequest(prompts[0], 4, CUT_BUDGET)], seed=0)
-    prompts.append(prompts[0])
-    return [(p, c) for p, cs in zip(prompts, out) for c in cs]
+        [GenRequest(p, 4, budget) for p, budget in asks], seed=0)
+    return [(p, c) for (p, _), cs in zip(asks, out) for c in cs]
 
 
 def reference_encoding(added):

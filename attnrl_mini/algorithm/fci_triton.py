@@ -112,6 +112,7 @@ def fci_attention_two_pass(query: torch.Tensor, key: torch.Tensor, value: torch.
     B, H, T, d = query.shape
     G = H // key.shape[1]
     out = query.new_zeros(B, T, H, value.shape[-1])                    # [B, T, H, d]; left pads stay 0
+    delta = None if fci_context.keep_step_attention else fci_context.delta   # None: the whole α (range_tiles)
     for b in range(B):
         pad = fci_context.pad_offsets[b]
         L = T - pad
@@ -120,7 +121,6 @@ def fci_attention_two_pass(query: torch.Tensor, key: torch.Tensor, value: torch.
         out[b, pad:] = attn[0].transpose(0, 1)
         W = fci_context.step_weights[b]                                  # [S+1, L]
         WA = torch.zeros(H, W.shape[0], L, dtype=torch.float32, device=query.device)   # [H, S+1, L]
-        delta = None if fci_context.keep_step_attention else fci_context.delta
         starts, ends, which, key_starts, key_ends, inv_len = fci_context.cached(("tiles", b), lambda: range_tiles(
             fci_context.ranges[b], query.device, delta))
         q2, k2, lse2 = q[0], k[0], lse[0]
