@@ -113,8 +113,8 @@ class Config:
     grad_clip: float = opt(1.0, "gradient-norm clip before each optimiser step")
     mini_batch_sequences: int = opt(192, "sequences per optimiser step (release: 32 prompts × 6)")
     micro_batch_tokens: int = opt(36864, "padded tokens per forward/backward micro-batch (memory knob)")
-    logprob_chunk_tokens: int = opt(1024, "positions per chunk when turning hidden states into log-probs "
-                                    "(memory knob)")
+    logprob_chunk_tokens: int = opt(0, "positions per chunk when turning hidden states into log-probs (memory "
+                                    "knob); 0 = 1024, on a CPU fewer where a chunk's logits would pass 32 MiB")
     update_packing: str = opt("per_path", "how the PPO update feeds the paths: per_path (release: each root-to-leaf "
                               "path its own row) | shared (each prompt's paths of a mini-batch packed as one tree, every "
                               "token computed once; same result) | shared_trees (also mini-batches of whole trees: more "
@@ -249,9 +249,9 @@ def flag(name: str) -> str:
 _AT_LEAST_1 = ("steps", "n_initial", "n_branch_points", "n_continuations", "max_prompt_tokens", "max_response_tokens",
                "lora_rank", "lora_alpha", "fci_query_chunk", "score_batch_size", "prompts_per_step",
                "target_sequences", "max_prompts_per_step", "mini_batch_sequences", "micro_batch_tokens",
-               "logprob_chunk_tokens", "eval_every", "eval_problems", "save_every")
-_AT_LEAST_0 = ("max_generated_tokens", "seed", "threads", "fci_delta", "min_branch_gap", "min_branch_start",
-               "dump_trees", "weight_decay", "kl_coef", "eval_temperature")
+               "eval_every", "eval_problems", "save_every")
+_AT_LEAST_0 = ("max_generated_tokens", "seed", "threads", "logprob_chunk_tokens", "fci_delta", "min_branch_gap",
+               "min_branch_start", "dump_trees", "weight_decay", "kl_coef", "eval_temperature")
 _RANGES = {  # name: (test, description)
     "temperature": (lambda x: x > 0, "> 0"),
     "fci_quantile": (lambda x: 0 < x < 1, "in (0, 1)"),

@@ -269,7 +269,7 @@ class Trainer:
             steps=[s.steps for s in segs] if want_fci else None,
             think_end_steps=[s.think_end_step for s in segs] if want_fci else None,
             delta=cfg.fci_delta, query_chunk=cfg.fci_query_chunk, pad_id=self.pad_id,
-            batch_size=cfg.score_batch_size, logprob_chunk=cfg.logprob_chunk_tokens, kernel=cfg.fci_kernel)
+            batch_size=cfg.score_batch_size, logprob_chunk=cfg.logprob_chunk_tokens or None, kernel=cfg.fci_kernel)
         sampler_lp = [batch.groups[gi].rollouts[ri].old_logprobs for gi, ri in flat]
         trainer_lp = [s.logprobs.tolist() for s in scored]
         mismatch = logprob_mismatch(sampler_lp, trainer_lp)
@@ -322,7 +322,7 @@ class Trainer:
         if where:
             self.model.eval()
             scored = score_responses(self.model, prompts, responses, pad_id=self.pad_id,
-                                     batch_size=self.cfg.score_batch_size, logprob_chunk=self.cfg.logprob_chunk_tokens)
+                                     batch_size=self.cfg.score_batch_size, logprob_chunk=self.cfg.logprob_chunk_tokens or None)
             for cont, s in zip(where, scored):
                 cont.logprobs = s.logprobs.tolist()
 
@@ -445,7 +445,7 @@ class Trainer:
 
     def _path_logprobs(self, micro: list[tree.TrainSequence], packed) -> torch.Tensor:
         """log π of each path's response tokens, right-aligned [len(micro), R_max], per path or packed."""
-        chunk = self.cfg.logprob_chunk_tokens
+        chunk = self.cfg.logprob_chunk_tokens or None   # 0: logprobs.default_chunk
         if packed is None:
             return response_logprobs(self.model, [s.prompt_ids for s in micro], [s.response_ids for s in micro],
                                      self.pad_id, chunk)

@@ -112,7 +112,7 @@ def make_setup(label: str, train_argv: list[str], n_prompts: int, seed: int) -> 
         max_lora_rank=cfg.lora_rank, max_model_len=cfg.max_prompt_tokens + cfg.max_response_tokens,
         gpu_memory_utilization=cfg.gpu_memory_utilization, vllm_url=cfg.vllm_url, seed=cfg.seed, log=print,
         load_in_4bit=cfg.load_in_4bit, vocab_guard=cfg.vocab_guard)
-    problems = [p for p in run_problems(cfg)[0] if data.prompt_fits(tok, p, cfg.max_prompt_tokens)]
+    problems = data.prompts_that_fit(tok, run_problems(cfg)[0], cfg.max_prompt_tokens)
     random.Random(seed + 4242).shuffle(problems)
     world = cfg.train_data if cfg.train_data in WORLD_NAMES else None
     return Setup(label, world, cfg, model, tok, generator, problems[:n_prompts],

@@ -209,7 +209,7 @@ def micro_batch_size(max_tokens: int, seq_len: int) -> int:
 class Knobs:
     """The memory knobs of the preset (config.py), possibly overridden on the command line."""
     micro_batch_tokens: int
-    logprob_chunk_tokens: int
+    logprob_chunk_tokens: int | None   # None: logprobs.default_chunk
     fci_query_chunk: int
     fci_kernel: str
     gradient_checkpointing: bool
@@ -487,7 +487,7 @@ def main(argv=None) -> dict:
     default_score_batch = inspect.signature(score_responses).parameters["batch_size"].default
     knobs = Knobs(
         micro_batch_tokens=args.micro_batch_tokens or cfg.micro_batch_tokens,
-        logprob_chunk_tokens=args.logprob_chunk_tokens or cfg.logprob_chunk_tokens,
+        logprob_chunk_tokens=args.logprob_chunk_tokens or cfg.logprob_chunk_tokens or None,
         fci_query_chunk=args.fci_query_chunk or cfg.fci_query_chunk,
         fci_kernel=args.fci_kernel or cfg.fci_kernel,
         gradient_checkpointing=(cfg.gradient_checkpointing if args.gradient_checkpointing is None

@@ -212,3 +212,43 @@ def test_encode_prompt_sends_toy_problems_to_the_toy_template():
     assert encode_prompt(tokenizer, problem) == list(toy.toy_prompt_ids(tokenizer, problem))
     # ... which is not the math template: no "Let's think step by step" instruction in it
     assert "step by step" not in tokenizer.decode(encode_prompt(tokenizer, problem))
+
+
+def test_prompts_that_fit_by_hand(monkeypatch):
+    """Character-level tokenizer: a prompt has as many tokens as its rendered text has characters, but for
+    the chat markers; without a chat template, as many as the raw text "{problem} {INSTRUCTION}"."""
+    tok = _char_tokenizer(CHAT_TEMPLATE)
+    short, long = Problem("a", "1+1?", "2", "math500"), Problem("b", "What is 12+30?", "42", "math500")
+    rendered = lambda p: "<|im_start|>user\n" + math_prompt(p.problem) + "<|im_end|>\n<|im_start|>assistant\n"
+    # one token per character, except the two <|im_start|> (12 characters) and one <|im_end|> (10): one token each
+    n_short = len(encode_prompt(tok, short))
+    assert n_short == len(rendered(short)) - 2 * 11 - 9
+    assert len(encode_prompt(tok, long)) == n_short + 10                  # "What is 12+30?" is 10 characters longer
+    assert data.prompts_that_fit(tok, [long, short], n_short) == [short]
+    assert data.prompts_that_fit(tok, [long, short], n_short + 10) == [long, short]   # order kept
+    assert data.prompts_that_fit(tok, [long, short], n_short - 1) == []
+    monkeypatch.setattr(data, "_warned_no_chat_template", False)
+    raw = _char_tokenizer(None)
+    with pytest.warns(UserWarning, match="no chat template"):
+        fit = data.prompts_that_fit(raw, [long, short], len(math_prompt(short.problem)))
+    assert fit == [short]
+
+
+@pytest.mark.parametrize("world", ["toy", "toy-plan", "late"])
+def test_prompts_that_fit_equals_tokenising_each_prompt(world):
+    """Against the naive filter on each built-in world's tokenizer: at every prompt length that occurs
+    (toy's prompts have 14 different lengths; toy-plan's and late's one each) and one below the
+    shortest; and at a limit where some prompts fit by their bytes alone."""
+    from attnrl_mini.models import policy
+    from attnrl_mini.worlds import get_world
+    tok = policy.load_tokenizer(policy.resolve_model(world))
+    problems = get_world(world).train_problems(300, 1)
+    lengths = sorted(len(encode_prompt(tok, p)) for p in problems)
+    for max_tokens in [lengths[0] - 1] + sorted(set(lengths)):              # all tokenised
+        naive = [p for p in problems if len(encode_prompt(tok, p)) <= max_tokens]
+        assert data.prompts_that_fit(tok, problems, max_tokens) == naive
+    assert data.prompts_that_fit(tok, problems, lengths[0] - 1) == []
+    n_bytes = sorted(len(data._render_prompt(tok, p).encode()) for p in problems)
+    assert lengths[-1] < n_bytes[-1]
+    # at the median byte length, half the prompts fit by their bytes alone, the rest after tokenising
+    assert data.prompts_that_fit(tok, problems, n_bytes[len(n_bytes) // 2]) == problems

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from attnrl_mini.algorithm.logprobs import token_logprobs_from_hidden
+from attnrl_mini.algorithm.logprobs import default_chunk, token_logprobs_from_hidden
 
 
 def test_two_token_vocab_by_hand():
@@ -20,7 +20,18 @@ def test_two_token_vocab_by_hand():
     torch.testing.assert_close(ent, torch.tensor([h, h]))
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 7, 100])
+def test_default_chunk_by_hand():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    # 32 MiB / (4 bytes x 151,936 rows) = 33,554,432 / 607,744 = 55.2 positions
+    assert default_chunk(151_936, cpu) == 55
+    assert default_chunk(8_192, cpu) == 1024                 # exactly 32 MiB at 1024 positions
+    assert default_chunk(8_193, cpu) == 1023
+    assert default_chunk(300, cpu) == 1024                   # small vocabularies: the cap
+    assert default_chunk(10_000_000, cpu) == 1               # never below one position
+    assert default_chunk(151_936, gpu) == 1024               # a GPU's allocator caches blocks itself
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3, 7, 100])
 def test_chunked_equals_full(chunk):
     torch.manual_seed(0)
     head = nn.Linear(16, 50, bias=False)

@@ -122,13 +122,18 @@ def test_prompt_ids_are_the_papers_template_through_qwen25_math_chat_template(to
 
 
 def test_the_prompt_length_filter_agrees_with_tokenising(tok):
-    """data.prompt_fits skips tokenising prompts of at most max_tokens bytes; same verdicts."""
+    """data.prompts_that_fit skips tokenising prompts of at most max_tokens bytes and tokenises the rest
+    in one batch; the same problems as tokenising each prompt."""
     with gzip.open(os.path.join(ROOT, "attnrl_mini", "data", "dapo_math_train.jsonl.gz"), "rt") as f:
         problems = [data.Problem(str(i), json.loads(next(f))["problem"], "1", "dapo") for i in range(200)]
-    for max_tokens in (120, 200):
-        verdicts = [data.prompt_fits(tok, p, max_tokens) for p in problems]
-        assert verdicts == [len(data.encode_prompt(tok, p)) <= max_tokens for p in problems]
-        assert 0 < sum(verdicts) < len(problems)
+    for max_tokens in (120, 200):                            # all tokenised (the prompts have >= 282 bytes)
+        naive = [p for p in problems if len(data.encode_prompt(tok, p)) <= max_tokens]
+        assert data.prompts_that_fit(tok, problems, max_tokens) == naive
+        assert 0 < len(naive) < len(problems)
+    # at 400 every prompt fits (at most 275 tokens): a third by its bytes alone, the rest after tokenising
+    assert max(len(data.encode_prompt(tok, p)) for p in problems) <= 400
+    assert data.prompts_that_fit(tok, problems, 400) == problems
+    assert 0 < sum(len(data._render_prompt(tok, p).encode()) <= 400 for p in problems) < len(problems)
 
 
 # ---------------------------------------------------------------------------------------------

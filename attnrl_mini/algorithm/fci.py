@@ -406,7 +406,7 @@ def _forward_chunks(n: int, lengths: list[int], batch_size: int) -> list[list[in
 def score_responses(model, prompts: list[list[int]], responses: list[list[int]],
                     steps: list[list[tuple[int, int]]] | None = None, think_end_steps: list[int] | None = None,
                     delta: int = 4, query_chunk: int = 64, batch_size: int = 8, pad_id: int = 0,
-                    logprob_chunk: int = 1024, return_step_attention: bool = False,
+                    logprob_chunk: int | None = None, return_step_attention: bool = False,
                     kernel: str = "auto") -> list[ScoredResponse]:
     """One no-grad forward per batch: response log-probs, entropies and (if `steps`) exact FCI (Eq. 4-6).
 

@@ -39,13 +39,31 @@ def _chunk_logprobs(hidden: torch.Tensor, lm_head: nn.Module, targets: torch.Ten
     # END SOLUTION A1
 
 
+# glibc's largest heap block (its M_MMAP_THRESHOLD maximum on 64-bit): a freed block up to this size is
+# reused by the next allocation; a larger one is a fresh mapping, faulted in and zeroed page by page.
+CPU_CHUNK_BYTES = 32 << 20
+
+
+def default_chunk(vocab_size: int, device: torch.device) -> int:
+    """Positions per chunk when none is given: 1024; on a CPU at most as many as keep one chunk's fp32
+    logits within CPU_CHUNK_BYTES (a 151,936-row vocabulary: 55 positions; the toy worlds': 1024).
+
+    Why: at 1024 positions a Qwen-vocabulary chunk is 622 MB, mapped afresh for every chunk; a tiny
+    model of that vocabulary trained on the CPU spent a quarter of its time in the kernel's page faults
+    (docs/performance.md, "Log-prob chunks on a CPU"). The arithmetic is the same either way."""
+    if device.type != "cpu":
+        return 1024
+    return max(1, min(1024, CPU_CHUNK_BYTES // (4 * vocab_size)))
+
+
 def token_logprobs_from_hidden(hidden: torch.Tensor, lm_head: nn.Module, targets: torch.Tensor,
-                               chunk: int = 1024, with_entropy: bool = False
+                               chunk: int | None = None, with_entropy: bool = False
                                ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of `targets` (and optionally the full-distribution entropies), temperature 1.
 
     hidden:  [N, D]  hidden state at the position *before* each target (it predicts the target)
     targets: [N]     token ids
+    chunk:   positions per LM-head call; None = default_chunk for this vocabulary and device
     Returns (logprobs [N] fp32, entropies [N] fp32 or None). Differentiable when grad is enabled.
     """
     if hidden.dim() != 2:
@@ -53,6 +71,8 @@ def token_logprobs_from_hidden(hidden: torch.Tensor, lm_head: nn.Module, targets
     if targets.dim() != 1 or targets.shape[0] != hidden.shape[0]:
         raise ValueError(f"targets must be [N] with N = hidden.shape[0] = {hidden.shape[0]}; "
                          f"got shape {tuple(targets.shape)}")
+    if chunk is None:
+        chunk = default_chunk(lm_head.weight.shape[0], hidden.device)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1; got {chunk}")
     targets = targets.to(device=hidden.device, dtype=torch.long)
@@ -118,7 +138,7 @@ def response_positions(hidden: torch.Tensor, ids: torch.Tensor, responses: list[
 
 
 def response_logprobs(model: nn.Module, prompts: list[list[int]], responses: list[list[int]],
-                      pad_id: int, chunk: int = 1024) -> torch.Tensor:
+                      pad_id: int, chunk: int | None = None) -> torch.Tensor:
     """log π(response token | prefix) for a batch, as a right-aligned [B, R_max] tensor (0 on padding).
 
     Differentiable when called with grad enabled (the PPO update). Rows are left-padded, so the

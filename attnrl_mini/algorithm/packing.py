@@ -114,7 +114,7 @@ def tree_attention_mask(subtree_end: torch.Tensor) -> torch.Tensor:
     return ((k <= q) & (q < subtree_end[:, None, :]))[:, None]    # [B, 1, P, P]
 
 
-def packed_token_logprobs(model: nn.Module, trees: list[PackedTree], chunk: int = 1024) -> torch.Tensor:
+def packed_token_logprobs(model: nn.Module, trees: list[PackedTree], chunk: int | None = None) -> torch.Tensor:
     """log π(input_ids[q] | its path's tokens before q) for every packed response token q.
 
     One forward over the packed rows (right-padded to the longest) with the tree mask and trie

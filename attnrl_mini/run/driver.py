@@ -72,7 +72,7 @@ def _set_up(cfg: Config, resume: bool) -> _Run:
     encode = lambda p: data.encode_prompt(tok, p)   # noqa: E731  (the toy worlds' own template for their problems)
     n_all = len(train_problems)
     # release: overlong prompts filtered
-    train_problems = [p for p in train_problems if data.prompt_fits(tok, p, cfg.max_prompt_tokens)]
+    train_problems = data.prompts_that_fit(tok, train_problems, cfg.max_prompt_tokens)
     if not train_problems:   # a ConfigError, so train.py prints one line
         from attnrl_mini.config import ConfigError
         raise ConfigError(f"--max-prompt-tokens {cfg.max_prompt_tokens}: none of the {n_all} training problems fits")

@@ -196,21 +196,33 @@ _warned_no_chat_template = False
 TOY_SOURCES = ("toy", "toy-plan", "early", "late")   # the built-in worlds' problems use their own prompt template
 
 
-def prompt_fits(tokenizer, problem: Problem, max_tokens: int) -> bool:
-    """len(encode_prompt(tokenizer, problem)) <= max_tokens, mostly without tokenising.
+def prompts_that_fit(tokenizer, problems: list[Problem], max_tokens: int) -> list[Problem]:
+    """The problems with len(encode_prompt(tokenizer, problem)) <= max_tokens, in their order.
 
-    Every token of a byte-level BPE tokenizer (Qwen2.5's) spans at least one byte of the rendered
-    prompt, so a prompt of at most `max_tokens` bytes fits: only longer ones are tokenised, instead
-    of all 24,896 training prompts at every start (rendering the template is much cheaper).
+    Exact, and cheap enough for every start (the release filters overlong prompts up front too):
+    each prompt's template is rendered as text; every token of a byte-level BPE tokenizer (Qwen2.5's,
+    the toy worlds') spans at least one byte, so a prompt of at most `max_tokens` bytes fits without
+    tokenising; the rest are tokenised in one batched call of the Rust tokenizer instead of one
+    `apply_chat_template` each (20,000 toy prompts: about 1.3 s -> 0.4 s per start).
     """
-    decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
-    if problem.source not in TOY_SOURCES and getattr(tokenizer, "chat_template", None) \
-            and type(decoder).__name__ == "ByteLevel":
-        text = tokenizer.apply_chat_template([{"role": "user", "content": math_prompt(problem.problem)}],
-                                             add_generation_prompt=True, tokenize=False)
-        if len(text.encode("utf-8")) <= max_tokens:
-            return True
-    return len(encode_prompt(tokenizer, problem)) <= max_tokens
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not getattr(tokenizer, "chat_template", None):
+        return [p for p in problems if len(encode_prompt(tokenizer, p)) <= max_tokens]
+    texts = [_render_prompt(tokenizer, p) for p in problems]
+    byte_level = type(backend.decoder).__name__ == "ByteLevel"
+    fits = [byte_level and len(t.encode("utf-8")) <= max_tokens for t in texts]
+    unsure = [i for i, ok in enumerate(fits) if not ok]
+    # the ids apply_chat_template(tokenize=True) returns: the rendered text, no special tokens added
+    for i, enc in zip(unsure, backend.encode_batch([texts[i] for i in unsure], add_special_tokens=False)):
+        fits[i] = len(enc.ids) <= max_tokens
+    return [p for p, ok in zip(problems, fits) if ok]
+
+
+def _render_prompt(tokenizer, problem: Problem) -> str:
+    """The text encode_prompt tokenises (a tokenizer with a chat template)."""
+    content = problem.problem if problem.source in TOY_SOURCES else math_prompt(problem.problem)
+    return tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                         tokenize=False)
 
 
 def encode_prompt(tokenizer, problem: Problem) -> list[int]:
