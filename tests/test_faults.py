@@ -211,6 +211,17 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path):
     lock.release()
 
 
+def test_releasing_the_lock_of_a_removed_run_folder_is_quiet(tmp_path):
+    """train.py releases its lock in a `finally`: a folder removed mid-run must not replace the run's own
+    error with a FileNotFoundError from the release."""
+    out = tmp_path / "run"
+    lock = run_dir.RunLock(str(out))
+    shutil.rmtree(out)
+    lock.release()
+    assert not out.exists()
+    lock.release()                                         # a second release does nothing
+
+
 # ---- bad values and bad data --------------------------------------------------------------------
 def test_every_config_field_has_a_description_and_the_parser_shows_it():
     help_text = train_cli.build_parser().format_help()

@@ -78,10 +78,13 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            os.unlink(self.path)        # while still holding the lock: a newcomer then locks a new file
+            try:
+                os.unlink(self.path)    # while still holding the lock: a newcomer then locks a new file
+            except FileNotFoundError:
+                pass                    # the run folder was removed under us: the run's own error is the news
             os.close(self._fd)
             self._fd = None
-            if self._made_dir and not os.listdir(self.out_dir):
+            if self._made_dir and os.path.isdir(self.out_dir) and not os.listdir(self.out_dir):
                 os.rmdir(self.out_dir)  # a run that failed before writing anything leaves no empty folder
 
 
