@@ -90,6 +90,7 @@ class Trainer:
         self.encode_prompt, self.log = encode_prompt, log
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id
+        self.logprob_chunk = cfg.logprob_chunk_tokens or None   # 0: logprobs.default_chunk picks it
         self.stream = ProblemStream(train_problems, cfg.seed)
         self.rng = random.Random(cfg.seed)
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -269,7 +270,7 @@ class Trainer:
             steps=[s.steps for s in segs] if want_fci else None,
             think_end_steps=[s.think_end_step for s in segs] if want_fci else None,
             delta=cfg.fci_delta, query_chunk=cfg.fci_query_chunk, pad_id=self.pad_id,
-            batch_size=cfg.score_batch_size, logprob_chunk=cfg.logprob_chunk_tokens or None, kernel=cfg.fci_kernel)
+            batch_size=cfg.score_batch_size, logprob_chunk=self.logprob_chunk, kernel=cfg.fci_kernel)
         sampler_lp = [batch.groups[gi].rollouts[ri].old_logprobs for gi, ri in flat]
         trainer_lp = [s.logprobs.tolist() for s in scored]
         mismatch = logprob_mismatch(sampler_lp, trainer_lp)
@@ -322,7 +323,7 @@ class Trainer:
         if where:
             self.model.eval()
             scored = score_responses(self.model, prompts, responses, pad_id=self.pad_id,
-                                     batch_size=self.cfg.score_batch_size, logprob_chunk=self.cfg.logprob_chunk_tokens or None)
+                                     batch_size=self.cfg.score_batch_size, logprob_chunk=self.logprob_chunk)
             for cont, s in zip(where, scored):
                 cont.logprobs = s.logprobs.tolist()
 
@@ -445,11 +446,10 @@ class Trainer:
 
     def _path_logprobs(self, micro: list[tree.TrainSequence], packed) -> torch.Tensor:
         """log π of each path's response tokens, right-aligned [len(micro), R_max], per path or packed."""
-        chunk = self.cfg.logprob_chunk_tokens or None   # 0: logprobs.default_chunk
         if packed is None:
             return response_logprobs(self.model, [s.prompt_ids for s in micro], [s.response_ids for s in micro],
-                                     self.pad_id, chunk)
-        return packing.gather_paths(packing.packed_token_logprobs(self.model, packed, chunk), packed)
+                                     self.pad_id, self.logprob_chunk)
+        return packing.gather_paths(packing.packed_token_logprobs(self.model, packed, self.logprob_chunk), packed)
 
     # ---- step 5: publish the adapter ---------------------------------------------------------
     def _publish_adapter(self) -> None:
